@@ -1,0 +1,92 @@
+"""The baseline step: train or load the model, export it to ONNX, evaluate and benchmark it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.benchmark import benchmark
+from components.data import load_split
+from components.errors import DataError, ModelError
+from components.evaluate import evaluate
+from components.layout import RunLayout, read_json, write_json
+from components.models import build_builtin, export_onnx, load_factory, train_classifier
+from components.onnx_utils import check_model
+from components.spec import BuiltinModel, FactoryModel, Spec
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["baseline", "dataset_info", "load_baseline_module"]
+
+
+def dataset_info(run: RunLayout) -> dict[str, Any]:
+    if not run.dataset.is_file():
+        raise DataError(f"{run.dataset}: not found; run the prepare_data step first")
+    info: dict[str, Any] = read_json(run.dataset)
+    return info
+
+
+def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
+    """Produce ``baseline/model.onnx`` and measure it: the reference every candidate is judged by."""
+    import torch
+
+    run = RunLayout(run_dir)
+    info = dataset_info(run)
+    n_features, n_classes = info["n_features"], len(info["classes"])
+    out = run.baseline
+    out.root.mkdir(parents=True, exist_ok=True)
+    source = spec.model
+    record: dict[str, Any] = {"source": source.model_dump(), "trained": False}
+
+    if isinstance(source, BuiltinModel | FactoryModel):
+        x, y = load_split(run.split("train"))
+        if isinstance(source, BuiltinModel):
+            module = build_builtin(source, x, n_classes)
+            loaded = False
+        else:
+            module, loaded = load_factory(source, spec)
+        if not loaded:
+            record["trained"] = True
+            record["training"] = spec.training.model_dump()
+            record["history"] = train_classifier(module, x, y, spec.training)
+        module.eval()
+        torch.save(module.state_dict(), out.root / "model.pt")
+        export_onnx(module, n_features, out.model)
+    else:
+        src = spec.resolve(source.onnx)
+        if not src.is_file():
+            raise ModelError(f"model.onnx: file not found: {src}")
+        shutil.copyfile(src, out.model)
+
+    check_model(out.model, n_features, n_classes, spec.target.threads)
+    write_json(out.root / "train.json", record)
+    metrics = evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads)
+    benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
+    return metrics
+
+
+def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
+    """The trained baseline as a PyTorch module, for torch-level optimizers.
+
+    Weights come from ``baseline/model.pt`` with ``weights_only=True``: never unpickled.
+    """
+    import torch
+
+    source = spec.model
+    weights = run.baseline.root / "model.pt"
+    if not isinstance(source, BuiltinModel | FactoryModel) or not weights.is_file():
+        raise ModelError(
+            "torch-level optimizers need the baseline as a PyTorch model; "
+            f"{weights} is missing (model source: {next(iter(source.model_dump()))})"
+        )
+    info = dataset_info(run)
+    if isinstance(source, BuiltinModel):
+        x, _ = load_split(run.split("train"))
+        module = build_builtin(source, x, len(info["classes"]))
+    else:
+        module, _ = load_factory(source.model_copy(update={"weights": None}), spec)
+    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    module.eval()
+    return module

@@ -1,0 +1,360 @@
+"""``slimgate``: the command line. It parses arguments and calls step functions; nothing more.
+
+Exit codes: 0 promoted (or success), 1 unexpected error, 2 bad input (spec, data, model,
+arguments), 3 rejected: no candidate met the goals (nothing written to the registry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.errors import EXIT_OK, EXIT_REJECTED, SlimgateError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from components.spec import Spec
+
+__all__ = ["main"]
+
+EPILOG = """exit codes:
+  0  promoted (or the command succeeded)
+  1  unexpected error
+  2  bad input: spec, data, model file or arguments
+  3  rejected: no candidate met the goals; nothing was written to the registry
+"""
+
+RUN_STEPS = ("prepare_data", "baseline", "candidate", "gate", "promote", "report")
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _load(args: argparse.Namespace) -> Spec:
+    from components.spec import load_spec
+
+    overrides = {"registry": args.registry} if getattr(args, "registry", None) else None
+    return load_spec(args.spec, overrides)
+
+
+def _registry_uri(value: str) -> str:
+    return value if "://" in value else f"file://{Path(value).resolve()}"
+
+
+# --- run / demo --------------------------------------------------------------------------------
+
+
+def _execute(spec: Spec, runs_dir: Path, run_id: str | None) -> int:
+    from components.runner import Phase, run
+
+    console = _console()
+    status = console.status("")
+    status.start()
+
+    def on_step(name: str, phase: Phase, seconds: float | None, error: str | None) -> None:
+        if phase == "start":
+            status.update(f"[bold]{name}[/] ...")
+        elif phase == "done":
+            console.print(f"[green]✓[/] {name} [dim]{seconds:.1f} s[/]")
+        else:
+            console.print(f"[red]✗[/] {name} [dim]{seconds:.1f} s[/]")
+
+    try:
+        result = run(spec, runs_dir, run_id=run_id, on_step=on_step)
+    finally:
+        status.stop()
+    _summary(spec, result.run_dir)
+    return result.exit_code
+
+
+def _summary(spec: Spec, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from components.layout import RunLayout
+    from components.report import collect
+
+    data = collect(spec, run_dir)
+    table = Table(title=f"{spec.name}: baseline and candidates", title_justify="left")
+    for col in (
+        "model",
+        "accuracy",
+        "agreement",
+        "size MB",
+        "p50 ms",
+        "p95 ms",
+        "speedup",
+        "verdict",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("model", "verdict") else "right", no_wrap=True
+        )
+
+    def fmt(v: Any, spec_: str) -> str:
+        return "-" if v is None else format(v, spec_)
+
+    colours = {"pass": "green", "fail": "red", "inconclusive": "yellow", "error": "red"}
+    notes = []
+    for row in [data["baseline"], *data["candidates"]]:
+        verdict = "error" if row.get("error") else row.get("outcome") or ""
+        if row.get("error"):
+            notes.append(f"{row['name']}: [red]error[/]: {row['error']}")
+        for g in row.get("goals", []):
+            if g["outcome"] != "pass":
+                notes.append(
+                    f"{row['name']}: [{colours[g['outcome']]}]{g['goal']}[/] {g['reason']}"
+                )
+        size = row["size_bytes"] / 1e6 if row.get("size_bytes") else None
+        table.add_row(
+            row["name"], fmt(row["accuracy"], ".4f"), fmt(row["agreement"], ".4f"),
+            fmt(size, ".2f"), fmt(row["p50_ms"], ".3f"), fmt(row["p95_ms"], ".3f"),
+            "-" if row["speedup"] is None else f"{row['speedup']:.2f}x",
+            f"[{colours[verdict]}]{verdict}[/]" if verdict else "",
+        )  # fmt: skip
+    out = Console(highlight=False, width=max(Console().width, 100))
+    out.print(table)
+    for note in notes:
+        out.print(note)
+    promo = data.get("promotion") or {}
+    if promo.get("status") == "promoted":
+        again = "" if promo.get("created") else " (identical to an existing version)"
+        out.print(
+            f"[green]promoted[/] {spec.name} version {promo['version']}{again} as "
+            f"'{promo['alias']}' in {promo['registry']}"
+        )
+    elif data["status"] == "rejected":
+        out.print(f"[red]rejected[/]: {data['verdict']['reason']}; nothing was promoted")
+    out.print(f"report: {RunLayout(run_dir).report_html}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _execute(_load(args), Path(args.runs_dir), args.run_id)
+
+
+def demo_spec_path() -> Path:
+    """The built-in example's spec, shipped inside the package."""
+    return Path(str(resources.files("components") / "examples" / "digits.yaml"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from components.spec import load_spec
+
+    spec = load_spec(demo_spec_path(), {"registry": _registry_uri(args.registry)})
+    _console().print(f"slimgate demo: {demo_spec_path()}")
+    return _execute(spec, Path(args.runs_dir), None)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = _load(args)
+    print(f"{args.spec}: valid; {len(spec.candidates)} candidates, goals: "
+          + ", ".join(g.name for g in spec.goals.active()))  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from components.spec import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=2))
+    return EXIT_OK
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    name = args.step_name
+    if name == "evaluate":
+        from components.evaluate import evaluate
+
+        out = evaluate(Path(args.model), Path(args.data), Path(args.out),
+                       threads=args.threads, reference=args.reference)  # fmt: skip
+        print(json.dumps({k: v for k, v in out.items() if k != "per_class_accuracy"}, indent=2))
+        return EXIT_OK
+    if name == "benchmark":
+        from components.benchmark import benchmark
+        from components.spec import BenchmarkSettings, Target
+
+        target = Target(threads=args.threads, batch_sizes=tuple(args.batch_sizes))
+        record = benchmark(
+            Path(args.model), Path(args.data), Path(args.out), target, BenchmarkSettings()
+        )
+        for batch, r in record["batches"].items():
+            print(f"batch {batch}: p50 {r['p50_ms']:.3f} ms, p95 {r['p95_ms']:.3f} ms, "
+                  f"{r['throughput_per_s']:.0f}/s over {r['runs']} runs")  # fmt: skip
+        return EXIT_OK
+
+    import components.baseline
+    import components.gate
+    import components.optimize
+    import components.prepare
+    import components.promote
+    import components.report
+
+    spec = _load(args)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fns = {
+        "prepare_data": components.prepare.prepare_data,
+        "baseline": components.baseline.baseline,
+        "gate": components.gate.gate,
+        "promote": components.promote.promote,
+        "report": components.report.report,
+    }
+    if name == "candidate":
+        if not args.candidate:
+            raise SlimgateError("step candidate needs --candidate NAME")
+        components.optimize.candidate(spec, run_dir, args.candidate)
+    else:
+        result = fns[name](spec, run_dir)
+        if name == "gate" and not result["selected"]:
+            print(result["reason"])
+            return EXIT_REJECTED
+    return EXIT_OK
+
+
+# --- registry and optimizers ------------------------------------------------------------------
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from components.registry import FileRegistry
+
+    uri = _registry_uri(args.registry)
+    if not uri.startswith("file://"):
+        raise SlimgateError(f"--registry {args.registry}: only file:// registries are supported")
+    reg = FileRegistry(Path(uri.removeprefix("file://")))
+    if args.registry_cmd == "list":
+        models = [args.model] if args.model else reg.models()
+        if not models:
+            print(f"no models in {reg.root}")
+        for model in models:
+            pointer = reg.alias(model) or {}
+            for v in reg.versions(model):
+                card = reg.card(model, v)
+                m = card.get("metrics", {})
+                mark = " production" if pointer.get("version") == v else ""
+                print(f"{model}\tv{v}{mark}\t{card.get('candidate')}\t"
+                      f"acc {m.get('accuracy', float('nan')):.4f}\t"
+                      f"{m.get('size_bytes', 0) / 1e6:.2f} MB\t{card.get('created_at', '')}")  # fmt: skip
+        return EXIT_OK
+    version = args.version
+    if version is None:
+        alias = reg.alias(args.model, args.alias)
+        if alias is None:
+            raise SlimgateError(f"{args.model} has no '{args.alias}' alias in {reg.root}")
+        version = alias["version"]
+    print(json.dumps({"version": version, **reg.card(args.model, version)}, indent=2))
+    return EXIT_OK
+
+
+def cmd_optimizers(args: argparse.Namespace) -> int:
+    from optimizers.registry import available
+
+    for key, cls in available().items():
+        print(f"{key:32} {cls.stage.value:5} {cls.description}")
+    return EXIT_OK
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parser
+    parser = argparse.ArgumentParser(
+        prog="slimgate",
+        description="Compress a trained model and promote it only if it meets its goals.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run every step of a spec", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("spec", help="the spec YAML file")
+    p.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
+    p.add_argument("--run-id", help="name of the run directory (default: time and random suffix)")
+    p.add_argument("--registry", help="override the spec's registry URI")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run the built-in example (digits CNN, int8 quantization)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--registry", default="registry", help="registry folder (default: ./registry)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("validate", help="check a spec without running it")
+    p.add_argument("spec")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the spec's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("step", help="run one step (what Airflow, KFP and containers call)")
+    steps = p.add_subparsers(dest="step_name", required=True)
+    for name in RUN_STEPS:
+        s = steps.add_parser(name)
+        s.add_argument("--spec", required=True)
+        s.add_argument("--run-dir", required=True)
+        s.add_argument("--registry", help="override the spec's registry URI")
+        if name == "candidate":
+            s.add_argument("--candidate", required=True, help="candidate name")
+    s = steps.add_parser("evaluate", help="score an ONNX model on a data split")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True, help="a split .npz written by prepare_data")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--reference", type=Path, help="predictions.npz of a model to agree with")
+    s.add_argument("--threads", type=int, default=2)
+    s = steps.add_parser("benchmark", help="time an ONNX model in ONNX Runtime")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True, help="a split .npz whose rows are fed to the model")
+    s.add_argument("--out", required=True, help="benchmark.json to write")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    p.set_defaults(func=cmd_step)
+
+    p = sub.add_parser("registry", help="read the model registry")
+    rsub = p.add_subparsers(dest="registry_cmd", required=True)
+    r = rsub.add_parser("list", help="list models and versions")
+    r.add_argument("model", nargs="?")
+    r.add_argument("--registry", default="registry")
+    r = rsub.add_parser("show", help="print a version's card")
+    r.add_argument("model")
+    r.add_argument("--version", type=int)
+    r.add_argument("--alias", default="production")
+    r.add_argument("--registry", default="registry")
+    p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("optimizers", help="list the registered optimizers")
+    p.add_argument("action", choices=["list"])
+    p.set_defaults(func=cmd_optimizers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except SlimgateError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"slimgate: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("slimgate: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Where each step reads and writes inside a run directory ``runs/<run-id>/``.
+
+::
+
+    spec.json                       the validated spec, as the run saw it
+    data/{train,calibration,test}.npz, data/dataset.json
+    baseline/model.onnx, model.pt, train.json, metrics.json, predictions.npz, benchmark.json
+    candidates/<name>/model.onnx, optimize.json, metrics.json, predictions.npz, benchmark.json
+    verdict.json, promotion.json, report.json, report.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelDir", "RunLayout", "read_json", "write_json"]
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """The files of one model (the baseline or a candidate) inside a run."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.onnx"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.npz"
+
+    @property
+    def benchmark(self) -> Path:
+        return self.root / "benchmark.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def split(self, name: str) -> Path:
+        return self.data / f"{name}.npz"
+
+    @property
+    def dataset(self) -> Path:
+        return self.data / "dataset.json"
+
+    @property
+    def baseline(self) -> ModelDir:
+        return ModelDir(self.root / "baseline")
+
+    def candidate(self, name: str) -> ModelDir:
+        return ModelDir(self.root / "candidates" / name)
+
+    @property
+    def verdict(self) -> Path:
+        return self.root / "verdict.json"
+
+    @property
+    def promotion(self) -> Path:
+        return self.root / "promotion.json"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with path.open() as f:
+        return json.load(f)

@@ -1,0 +1,88 @@
+"""Small helpers around ONNX files and ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.errors import ModelError
+
+__all__ = ["check_model", "infer", "onnx_stats", "session", "sha256_file"]
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def onnx_stats(path: Path) -> dict[str, float]:
+    """File size, number of stored parameters (initializer elements) and graph nodes."""
+    import onnx
+
+    model = onnx.load(str(path))
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    return {
+        "bytes": float(path.stat().st_size),
+        "parameters": float(params),
+        "nodes": float(len(model.graph.node)),
+    }
+
+
+def session(path: Path, threads: int) -> Any:
+    """A CPU ONNX Runtime session with explicit thread settings (recorded by the benchmark)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {exc}") from exc
+
+
+def infer(sess: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Run ``x`` through a single-input, single-output session in batches; return the outputs."""
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs, axis=0)
+
+
+def check_model(path: Path, n_features: int, n_classes: int, threads: int = 1) -> None:
+    """Fail with a clear message unless the model maps (batch, n_features) rows to class scores."""
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    sess = session(path, threads)
+    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise ModelError(
+            f"{path}: expected one input and one output, got inputs "
+            f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}"
+        )
+    shape = inputs[0].shape
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_features):
+        raise ModelError(
+            f"{path}: input {inputs[0].name!r} has shape {shape}; the data has rows of "
+            f"{n_features} features, so expected [batch, {n_features}]"
+        )
+    try:
+        out = sess.run(None, {inputs[0].name: np.zeros((2, n_features), np.float32)})[0]
+    except Exception as exc:
+        raise ModelError(
+            f"{path}: a batch of 2 rows of {n_features} features fails: {exc}"
+        ) from exc
+    if out.shape != (2, n_classes):
+        raise ModelError(
+            f"{path}: output {outputs[0].name!r} has shape {list(out.shape[1:])} per row; "
+            f"the data has {n_classes} classes, so expected [{n_classes}]"
+        )

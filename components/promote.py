@@ -1,0 +1,135 @@
+"""The promote step: publish the selected candidate to the registry, only on a passing verdict."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from components.errors import PromotionRefused
+from components.layout import RunLayout, read_json, write_json
+from components.onnx_utils import sha256_file
+from components.registry import AliasConflict, FileRegistry
+from components.spec import Spec
+
+__all__ = ["package_version", "promote"]
+
+ALIAS = "production"
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("slimgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _refuse(run: RunLayout, reason: str) -> PromotionRefused:
+    write_json(run.promotion, {"status": "refused", "reason": reason})
+    return PromotionRefused(f"not promoted: {reason}")
+
+
+def promote(spec: Spec, run_dir: Path) -> dict[str, Any]:
+    """Publish the verdict's selected candidate as a new version, then move the alias to it.
+
+    Refuses, writing nothing to the registry, unless ``verdict.json`` selects a candidate
+    that passed every goal of this spec and whose file still has the checksum it was judged with.
+
+    Raises:
+        PromotionRefused: there is no passing verdict for the selected candidate.
+    """
+    from components.report import render_report
+
+    run = RunLayout(run_dir)
+    if not run.verdict.is_file():
+        raise _refuse(run, f"{run.verdict} not found; the gate step has not run")
+    verdict = read_json(run.verdict)
+    name = verdict.get("selected")
+    if not name:
+        raise _refuse(run, verdict.get("reason") or "the verdict selects no candidate")
+    entry = next((c for c in verdict.get("candidates", []) if c.get("name") == name), None)
+    if entry is None:
+        raise _refuse(run, f"the verdict selects {name!r} but has no entry for it")
+    failed = [g["goal"] for g in entry.get("goals", []) if g.get("outcome") != "pass"]
+    if not entry.get("passed") or failed or not entry.get("goals"):
+        raise _refuse(run, f"{name} did not pass every goal (not passed: {failed or 'all'})")
+    if verdict.get("goals") != spec.goals.model_dump(exclude_none=True):
+        raise _refuse(
+            run, "the verdict was reached on other goals than this spec's; re-run the gate"
+        )
+    cand = run.candidate(name)
+    if not cand.model.is_file() or sha256_file(cand.model) != entry.get("sha256"):
+        raise _refuse(run, f"{cand.model} is missing or changed since the gate judged it")
+
+    render_report(spec, run_dir)
+    dataset = read_json(run.dataset)
+    metrics = read_json(cand.metrics)
+    bench = read_json(cand.benchmark)
+    base_metrics = read_json(run.baseline.metrics)
+    optimize = read_json(cand.root / "optimize.json")
+    card = {
+        "model": spec.name,
+        "created_at": datetime.now(UTC).isoformat(),
+        "run_id": run.run_id,
+        "candidate": name,
+        "verdict": {
+            "outcome": entry["outcome"],
+            "goals": entry["goals"],
+            "policy": verdict["policy"],
+        },
+        "metrics": {k: v for k, v in metrics.items() if k != "per_class_accuracy"},
+        "baseline_metrics": {k: v for k, v in base_metrics.items() if k != "per_class_accuracy"},
+        "benchmark": {
+            b: {k: v for k, v in r.items() if k != "samples_ms"}
+            for b, r in bench["batches"].items()
+        },
+        "environment": bench["environment"],
+        "lineage": {
+            "spec_sha256": spec.digest(),
+            "data_fingerprint": dataset["fingerprint"],
+            "parent_model_sha256": base_metrics["sha256"],
+            "recipe": optimize["recipe"],
+            "optimizer_versions": {s["key"]: s["version"] for s in optimize["steps"]},
+            "slimgate_version": package_version(),
+        },
+    }
+    registry = FileRegistry(spec.registry_root())
+    published = registry.publish(
+        spec.name, {"model.onnx": cand.model, "report.html": run.report_html}, card
+    )
+    pointer = _move(registry, spec.name, published.version, run.run_id)
+    result = {
+        "status": "promoted",
+        "model": spec.name,
+        "version": published.version,
+        "created": published.created,
+        "alias": ALIAS,
+        "previous": pointer.get("previous"),
+        "registry": str(registry.root),
+        "candidate": name,
+    }
+    write_json(run.promotion, result)
+    return result
+
+
+def _move(registry: FileRegistry, model: str, version: int, run_id: str) -> dict[str, Any]:
+    for attempt in range(5):
+        current = registry.alias(model, ALIAS)
+        if current and current["version"] == version:
+            return current  # already there: a retried or repeated promotion
+        try:
+            return registry.move_alias(
+                model,
+                version,
+                alias=ALIAS,
+                expected=current["version"] if current else None,
+                reason="passed every goal of the release gate",
+                run_id=run_id,
+            )
+        except AliasConflict:
+            time.sleep(0.05 * (attempt + 1))
+    raise AliasConflict(
+        f"{model}@{ALIAS} kept moving; version {version} was published but not aliased"
+    )

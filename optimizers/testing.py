@@ -1,0 +1,208 @@
+"""The contract every optimizer passes, in-tree or plugin. Requires pytest.
+
+Subclass :class:`OptimizerContract` in a test module, say which optimizer and configs to
+test, and write :meth:`~OptimizerContract.check_effect` to assert the change the technique
+claims (bytes, parameters, sparsity, dtypes, channel counts), measured on its output::
+
+    from optimizers.testing import OptimizerContract
+
+    class TestMyPruning(OptimizerContract):
+        optimizer_class = MyPruning
+        config = {"sparsity": 0.5}
+        bad_configs = [({"sparsity": 2.0}, "sparsity")]
+
+        def check_effect(self, before, after, record):
+            assert after.nonzero_parameters <= 0.55 * before.nonzero_parameters
+
+The suite builds a small MLP on a fixed random classification task, applies the optimizer
+through its ``run`` method (so the base class's measurements are checked too), and runs the
+result in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from optimizers.base import (
+    OnnxOptimizer,
+    OptimizeContext,
+    Optimizer,
+    OptimizerConfig,
+    StepRecord,
+    TorchOptimizer,
+)
+
+__all__ = ["ContractModel", "Measured", "OptimizerContract", "make_contract_model"]
+
+N_FEATURES = 32
+N_CLASSES = 4
+
+
+@dataclass(frozen=True)
+class ContractModel:
+    module: Any  # torch.nn.Module
+    onnx: Path
+    train: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the contract measures on an ONNX file, before and after the optimizer."""
+
+    bytes: int
+    parameters: int
+    nonzero_parameters: int
+    initializer_dtypes: frozenset[str]
+    op_types: frozenset[str]
+    outputs: np.ndarray
+
+
+def make_contract_model(workdir: Path, seed: int = 0) -> ContractModel:
+    """A small trained MLP on a fixed synthetic task, and its ONNX export."""
+    import torch
+
+    from components.models import export_onnx
+    from components.spec import Training
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 2, size=(N_CLASSES, N_FEATURES))
+    y = rng.integers(0, N_CLASSES, size=600).astype(np.int64)
+    x = (centers[y] + rng.normal(0, 1, size=(600, N_FEATURES))).astype(np.float32)
+    torch.manual_seed(seed)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(N_FEATURES, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, N_CLASSES),
+    )
+    from components.models import train_classifier
+
+    train_classifier(module, x[:480], y[:480], Training(epochs=3, seed=seed))
+    path = workdir / "contract-model.onnx"
+    export_onnx(module, N_FEATURES, path)
+    return ContractModel(module, path, (x[:480], y[:480]), (x[480:], y[480:]))
+
+
+def measure(path: Path, x: np.ndarray) -> Measured:
+    import onnx
+    from onnx import numpy_helper
+
+    from components.onnx_utils import infer, session
+
+    model = onnx.load(str(path))
+    arrays = [numpy_helper.to_array(t) for t in model.graph.initializer]
+    return Measured(
+        bytes=path.stat().st_size,
+        parameters=int(sum(a.size for a in arrays)),
+        nonzero_parameters=int(sum(np.count_nonzero(a) for a in arrays)),
+        initializer_dtypes=frozenset(str(a.dtype) for a in arrays),
+        op_types=frozenset(n.op_type for n in model.graph.node),
+        outputs=infer(session(path, 1), x),
+    )
+
+
+class OptimizerContract:
+    """Shared tests for one optimizer. Set the class attributes; write ``check_effect``."""
+
+    optimizer_class: ClassVar[type[Optimizer[Any]]]
+    config: ClassVar[dict[str, Any]] = {}
+    # (config, a field name that the error message must name)
+    bad_configs: ClassVar[list[tuple[dict[str, Any], str]]] = []
+
+    def check_effect(self, before: Measured, after: Measured, record: StepRecord) -> None:
+        """Assert the measurable change the technique claims."""
+        raise NotImplementedError(f"{type(self).__name__} must assert its optimizer's effect")
+
+    # --- fixtures ------------------------------------------------------------------------------
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_model(cls, tmp_path_factory: pytest.TempPathFactory) -> ContractModel:
+        return make_contract_model(tmp_path_factory.mktemp("contract"))
+
+    def _apply(self, model: ContractModel, workdir: Path, seed: int = 0) -> tuple[Path, StepRecord]:
+        from components.models import export_onnx
+
+        opt = self.optimizer_class(self.config)
+        ctx = OptimizeContext(
+            workdir=workdir, seed=seed, train=model.train, calibration=model.train, threads=1
+        )
+        out = workdir / "optimized.onnx"
+        if isinstance(opt, OnnxOptimizer):
+            record = opt.run(model.onnx, out, ctx)
+        else:
+            assert isinstance(opt, TorchOptimizer)
+            import copy
+
+            module, record = opt.run(copy.deepcopy(model.module), ctx)
+            export_onnx(module, N_FEATURES, out)
+        return out, record
+
+    # --- the contract --------------------------------------------------------------------------
+
+    def test_registered_under_its_key(self) -> None:
+        from optimizers.registry import get
+
+        assert get(self.optimizer_class.key) is self.optimizer_class
+
+    def test_config_round_trips_through_json(self) -> None:
+        opt = self.optimizer_class(self.config)
+        data = json.loads(opt.config_json())
+        assert data["key"] == self.optimizer_class.key
+        assert data["version"] == self.optimizer_class.version
+        again = self.optimizer_class.config_class.model_validate_json(json.dumps(data["config"]))
+        assert again == opt.config
+        assert isinstance(again, OptimizerConfig)
+
+    def test_bad_configs_name_the_field(self) -> None:
+        from pydantic import ValidationError
+
+        assert self.bad_configs, "list at least one bad config and the field it must name"
+        for config, field in self.bad_configs:
+            with pytest.raises(ValidationError) as info:
+                self.optimizer_class(config)
+            assert field in str(info.value), f"error for {config} does not name {field!r}"
+
+    def test_output_is_a_valid_onnx_model_that_runs(
+        self, contract_model: ContractModel, tmp_path: Path
+    ) -> None:
+        import onnx
+
+        out, _ = self._apply(contract_model, tmp_path)
+        onnx.checker.check_model(str(out))
+        x, _ = contract_model.test
+        outputs = measure(out, x).outputs
+        assert outputs.shape == (len(x), N_CLASSES)
+        assert np.isfinite(outputs).all()
+
+    def test_changes_what_it_claims(self, contract_model: ContractModel, tmp_path: Path) -> None:
+        out, record = self._apply(contract_model, tmp_path)
+        x, _ = contract_model.test
+        self.check_effect(measure(contract_model.onnx, x), measure(out, x), record)
+
+    def test_reproducible_with_a_seed(self, contract_model: ContractModel, tmp_path: Path) -> None:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a, _ = self._apply(contract_model, tmp_path / "a", seed=7)
+        b, _ = self._apply(contract_model, tmp_path / "b", seed=7)
+        x, _ = contract_model.test
+        np.testing.assert_array_equal(measure(a, x).outputs, measure(b, x).outputs)
+        assert _digest_initializers(a) == _digest_initializers(b)
+
+
+def _digest_initializers(path: Path) -> str:
+    import onnx
+
+    h = hashlib.sha256()
+    for t in sorted(onnx.load(str(path)).graph.initializer, key=lambda t: t.name):
+        h.update(t.SerializeToString())
+    return h.hexdigest()

@@ -1,0 +1,214 @@
+"""The whole pipeline through the command line, on the built-in example.
+
+Goals on latency live in `make bench` and `make demo`, not here: these runs gate on size,
+accuracy and agreement, which are deterministic, so the tests are too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.cli import demo_spec_path, main
+from components.errors import PromotionRefused
+from components.layout import RunLayout, read_json, write_json
+from components.promote import promote
+from components.registry import FileRegistry
+from components.spec import load_spec
+
+pytestmark = pytest.mark.system
+
+DETERMINISTIC_GOALS = {
+    "size": {"max_ratio": 0.5},
+    "accuracy": {"max_drop": 0.01, "confidence": 0.95},
+    "agreement": {"min": 0.97},
+}
+
+
+def write(path: Path, spec: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="module")
+def promoted(work: Path) -> RunLayout:
+    """One full run of the built-in example (it trains the CNN), shared by the tests below."""
+    spec = yaml.safe_load(demo_spec_path().read_text())
+    spec["goals"] = DETERMINISTIC_GOALS
+    spec["registry"] = str(work / "registry")
+    code = main(["run", str(write(work / "digits.yaml", spec)), "--runs-dir", str(work / "runs"),
+                 "--run-id", "first"])  # fmt: skip
+    assert code == 0
+    return RunLayout(work / "runs" / "first")
+
+
+def onnx_spec(work: Path, run: RunLayout, name: str, **changes: Any) -> Path:
+    """The example spec on the first run's exported baseline: no training needed."""
+    spec = yaml.safe_load(demo_spec_path().read_text())
+    spec.update({"model": {"onnx": str(run.baseline.model)}, "goals": DETERMINISTIC_GOALS,
+                 "registry": str(work / "registry"), **changes})  # fmt: skip
+    return write(work / f"{name}.yaml", spec)
+
+
+def test_the_example_trains_well_and_promotes_a_quantized_model(
+    promoted: RunLayout, work: Path
+) -> None:
+    base = read_json(promoted.baseline.metrics)
+    assert base["accuracy"] >= 0.97
+    verdict = read_json(promoted.verdict)
+    assert verdict["selected"] is not None
+    reg = FileRegistry(work / "registry")
+    assert reg.versions("digits-cnn") == [1]
+    assert reg.alias("digits-cnn") == {"version": 1, "previous": None}
+    reg.verify("digits-cnn", 1)
+    card = reg.card("digits-cnn", 1)
+    assert card["candidate"] == verdict["selected"]
+    assert card["lineage"]["recipe"][0]["key"] == "quantization.dynamic_int8"
+    assert card["lineage"]["data_fingerprint"] == read_json(promoted.dataset)["fingerprint"]
+    assert card["lineage"]["parent_model_sha256"] == base["sha256"]
+    assert card["lineage"]["spec_sha256"] == read_json(promoted.spec)["digest"]
+    assert card["metrics"]["size_bytes"] < 0.35 * base["size_bytes"]
+    assert all(g["outcome"] == "pass" for g in card["verdict"]["goals"])
+    assert (work / "registry" / "digits-cnn" / "versions" / "1" / "report.html").is_file()
+    events = reg.events("digits-cnn")
+    assert len(events) == 1 and events[0]["run_id"] == "first"
+
+
+def test_the_report_shows_every_model(promoted: RunLayout) -> None:
+    report = read_json(promoted.report_json)
+    assert report["status"] == "promoted"
+    names = [c["name"] for c in report["candidates"]]
+    assert names == ["int8-dynamic", "int8-dynamic-per-channel", "int8-dynamic-with-conv"]
+    page = promoted.report_html.read_text()
+    assert all(name in page for name in names) and "<svg" in page
+    bench = read_json(promoted.baseline.benchmark)
+    assert set(bench["batches"]) == {"1", "32"}
+    assert bench["batches"]["1"]["runs"] >= 200 and bench["environment"]["threads"] == 2
+    assert len(bench["batches"]["1"]["samples_ms"]) == bench["batches"]["1"]["runs"]
+
+
+def test_unreachable_goals_reject_write_nothing_and_keep_the_report(
+    promoted: RunLayout, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = work / "registry"
+    before = sorted(p.relative_to(registry) for p in registry.rglob("*"))
+    spec = onnx_spec(work, promoted, "impossible", goals={"size": {"max_mb": 0.001}})
+    code = main(["run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "rejected"])
+    assert code == 3
+    assert sorted(p.relative_to(registry) for p in registry.rglob("*")) == before
+    run = RunLayout(work / "runs" / "rejected")
+    assert read_json(run.promotion)["status"] == "rejected"
+    assert read_json(run.report_json)["status"] == "rejected"
+    assert "rejected" in run.report_html.read_text()
+    out = capsys.readouterr().out
+    assert "rejected: none of 3 candidates met every goal; nothing was promoted" in out
+    # each candidate names the goal that blocked it
+    assert out.count("size_mb") == 0 and out.count("int8-dynamic: size ") == 1
+
+
+def test_promote_refuses_without_a_passing_verdict(promoted: RunLayout, work: Path) -> None:
+    run = RunLayout(work / "runs" / "rejected")
+    spec = load_spec(work / "impossible.yaml")
+    with pytest.raises(PromotionRefused, match="none of 3 candidates met every goal"):
+        promote(spec, run.root)
+
+    # A verdict edited by hand to select a failing candidate is refused too.
+    verdict = read_json(run.verdict)
+    verdict["selected"] = verdict["candidates"][0]["name"]
+    write_json(run.verdict, verdict)
+    with pytest.raises(PromotionRefused, match="did not pass every goal"):
+        promote(spec, run.root)
+    assert FileRegistry(work / "registry").versions("digits-cnn") == [1]
+
+
+def test_promote_refuses_a_model_changed_after_the_gate(promoted: RunLayout, work: Path) -> None:
+    copy = work / "runs" / "tampered"
+    shutil.copytree(promoted.root, copy)
+    run = RunLayout(copy)
+    selected = read_json(run.verdict)["selected"]
+    run.candidate(selected).model.write_bytes(run.baseline.model.read_bytes())
+    spec = load_spec(work / "digits.yaml")
+    with pytest.raises(PromotionRefused, match="changed since the gate judged it"):
+        promote(spec, run.root)
+
+
+def test_steps_run_one_by_one_like_an_orchestrator_would(promoted: RunLayout, work: Path) -> None:
+    spec = onnx_spec(work, promoted, "stepwise")
+    run_dir = work / "runs" / "stepwise"
+    common = ["--spec", str(spec), "--run-dir", str(run_dir)]
+    for step in ("prepare_data", "baseline"):
+        assert main(["step", step, *common]) == 0
+    for name in ("int8-dynamic", "int8-dynamic-per-channel", "int8-dynamic-with-conv"):
+        assert main(["step", "candidate", *common, "--candidate", name]) == 0
+    for step in ("gate", "promote", "report"):
+        assert main(["step", step, *common]) == 0
+    promotion = read_json(RunLayout(run_dir).promotion)
+    # The same baseline and recipe give the same bytes: no second version.
+    assert promotion["version"] == 1 and promotion["created"] is False
+    assert FileRegistry(work / "registry").versions("digits-cnn") == [1]
+
+
+def test_registry_commands(
+    promoted: RunLayout, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["registry", "list", "--registry", str(work / "registry")]) == 0
+    assert "digits-cnn\tv1 production" in capsys.readouterr().out
+    assert main(["registry", "show", "digits-cnn", "--registry", str(work / "registry")]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["version"] == 1 and "lineage" in card
+
+
+def slimgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("slimgate")
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"goals": {"latency": {"max_ms": "fast"}}},
+            "goals.latency.max_ms: Input should be a valid number",
+        ),
+        (
+            {"data": {"path": "missing.csv"}, "model": {"builtin": "tabular_mlp"}},
+            "data.path: file not found:",
+        ),
+        (
+            {"candidates": [["pruning.magic"]]},
+            "unknown optimizer 'pruning.magic'; known optimizers:",
+        ),
+    ],
+    ids=["malformed", "missing-data", "unknown-optimizer"],
+)
+def test_bad_input_gives_one_clear_error_line(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    spec = yaml.safe_load(demo_spec_path().read_text())
+    spec.update(change)
+    result = slimgate("run", str(write(tmp_path / "bad.yaml", spec)), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("slimgate: error:")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "registry").exists()
+
+
+def test_schema_and_optimizers_commands(tmp_path: Path) -> None:
+    schema = slimgate("schema", cwd=tmp_path)
+    assert schema.returncode == 0 and json.loads(schema.stdout)["title"] == "Spec"
+    listing = slimgate("optimizers", "list", cwd=tmp_path)
+    assert "quantization.dynamic_int8" in listing.stdout and "onnx" in listing.stdout

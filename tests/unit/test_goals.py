@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from validation.goals import (
+    AccuracyGoal,
+    AgreementGoal,
+    Evidence,
+    Goals,
+    LatencyGoal,
+    Outcome,
+    SizeGoal,
+    SpeedupGoal,
+)
+from validation.stats import (
+    clopper_pearson_lower,
+    paired_bootstrap_upper,
+    percentile_upper_bound,
+    runs_needed_for_percentile_bound,
+)
+
+EMPTY = Evidence()
+
+
+def model(
+    size: int | None = None,
+    labels: list[int] | None = None,
+    preds: list[int] | None = None,
+    latency: dict[int, list[float]] | None = None,
+) -> Evidence:
+    return Evidence(
+        size_bytes=size,
+        labels=None if labels is None else np.asarray(labels),
+        predictions=None if preds is None else np.asarray(preds),
+        latency_ms={b: np.asarray(v) for b, v in (latency or {}).items()},
+    )
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def test_percentile_bound_is_an_order_statistic_at_or_above_the_percentile() -> None:
+    samples = np.arange(1, 1001, dtype=float)  # 1..1000
+    bound = percentile_upper_bound(samples, 90, 0.95)
+    assert bound is not None
+    assert np.percentile(samples, 90) < bound < 930
+    assert bound in samples
+
+
+def test_percentile_bound_needs_enough_samples() -> None:
+    # MLPerf: p90 needs 64 queries for a 99% bound (the maximum bounds it: 1 - 0.9**n >= 0.99)
+    assert runs_needed_for_percentile_bound(90, 0.99) == 44
+    assert percentile_upper_bound(np.ones(43), 90, 0.99) is None
+    assert percentile_upper_bound(np.ones(44), 90, 0.99) == 1.0
+
+
+def test_percentile_bound_covers_the_true_percentile_at_its_confidence() -> None:
+    rng = np.random.default_rng(0)
+    true_p95 = float(np.quantile(rng.lognormal(0, 0.5, 2_000_000), 0.95))
+    covered = [
+        percentile_upper_bound(rng.lognormal(0, 0.5, 200), 95, 0.9) >= true_p95  # type: ignore[operator]
+        for _ in range(500)
+    ]
+    assert 0.87 <= np.mean(covered) <= 0.97
+
+
+def test_paired_bootstrap_bound_of_identical_models_is_zero() -> None:
+    correct = np.array([1, 1, 0, 1] * 50, dtype=bool)
+    assert paired_bootstrap_upper(correct, correct, 0.95) == 0.0
+
+
+def test_paired_bootstrap_bound_lies_above_the_point_drop() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.random(400) < 0.95
+    cand = base.copy()
+    cand[:8] = False  # up to 8 more errors
+    point = base.mean() - cand.mean()
+    bound = paired_bootstrap_upper(base, cand, 0.95)
+    assert point < bound < point + 0.02
+
+
+def test_clopper_pearson_lower_bound() -> None:
+    assert clopper_pearson_lower(360, 360, 0.95) == pytest.approx(0.05 ** (1 / 360))
+    assert clopper_pearson_lower(0, 10, 0.95) == 0.0
+    assert clopper_pearson_lower(90, 100, 0.95) < 0.9
+
+
+# --- goals -------------------------------------------------------------------------------------
+
+
+def test_latency_passes_only_when_the_upper_bound_meets_it() -> None:
+    fast = model(latency={1: list(np.linspace(0.4, 0.6, 500))})
+    goal = LatencyGoal(percentile=95, batch=1, max_ms=0.7)
+    result = goal.check(fast, EMPTY)
+    assert result.outcome is Outcome.PASS
+    assert result.bound is not None and result.value is not None and result.bound >= result.value
+    assert LatencyGoal(percentile=95, max_ms=0.5).check(fast, EMPTY).outcome is Outcome.FAIL
+
+
+def test_latency_with_the_point_met_but_not_the_bound_is_inconclusive() -> None:
+    samples = [0.5] * 90 + [1.0] * 10  # p90 = 0.5 ms, but few samples above it
+    result = LatencyGoal(percentile=90, max_ms=0.6, confidence=0.99).check(
+        model(latency={1: samples}), EMPTY
+    )
+    assert result.outcome is Outcome.INCONCLUSIVE
+    assert "upper bound 1.000 ms does not" in result.reason
+
+
+def test_latency_with_too_few_runs_is_inconclusive_and_says_how_many() -> None:
+    result = LatencyGoal(percentile=99, max_ms=1).check(model(latency={1: [0.1] * 20}), EMPTY)
+    assert result.outcome is Outcome.INCONCLUSIVE
+    assert "needs at least 299" in result.reason
+
+
+def test_missing_metrics_fail_closed() -> None:
+    goals = Goals(
+        latency=LatencyGoal(max_ms=1),
+        speedup=SpeedupGoal(min=1.5),
+        size=SizeGoal(max_mb=1, max_ratio=0.5),
+        accuracy=AccuracyGoal(min=0.9, max_drop=0.01),
+        agreement=AgreementGoal(min=0.9),
+    )
+    results = goals.check(EMPTY, EMPTY)
+    assert [r.outcome for r in results] == [Outcome.FAIL] * 5
+    assert all("not measured" in r.reason for r in results)
+
+
+def test_relative_goals_fail_without_a_baseline() -> None:
+    cand = model(size=10, labels=[0, 1], preds=[0, 1], latency={1: [0.1] * 100})
+    assert SpeedupGoal(min=1).check(cand, EMPTY).outcome is Outcome.FAIL
+    assert SizeGoal(max_ratio=1).check(cand, EMPTY).outcome is Outcome.FAIL
+    assert AccuracyGoal(max_drop=0.1).check(cand, EMPTY).outcome is Outcome.FAIL
+    assert AgreementGoal(min=0.5).check(cand, EMPTY).outcome is Outcome.FAIL
+
+
+def test_speedup_is_baseline_over_candidate() -> None:
+    base = model(latency={1: [1.0] * 100})
+    result = SpeedupGoal(min=1.5).check(model(latency={1: [0.5] * 100}), base)
+    assert result.value == pytest.approx(2.0) and result.outcome is Outcome.PASS
+    slower = SpeedupGoal(min=1.0).check(model(latency={1: [2.0] * 100}), base)
+    assert slower.value == pytest.approx(0.5) and slower.outcome is Outcome.FAIL
+
+
+def test_size_reports_the_bound_that_binds() -> None:
+    base = model(size=4_000_000)
+    ok = SizeGoal(max_mb=2, max_ratio=0.5).check(model(size=1_000_000), base)
+    assert ok.outcome is Outcome.PASS
+    too_big = SizeGoal(max_mb=2, max_ratio=0.1).check(model(size=1_000_000), base)
+    assert too_big.outcome is Outcome.FAIL and too_big.metric == "size_ratio"
+
+
+def test_accuracy_drop_on_a_tiny_split_is_inconclusive() -> None:
+    # 40 examples, the candidate gets 1 more wrong: a point drop of 0.025 < 0.03, but 40
+    # examples cannot bound it below 0.03 at 95%.
+    labels = [0, 1] * 20
+    base = model(labels=labels, preds=labels)
+    worse = list(labels)
+    worse[0] = 1
+    result = AccuracyGoal(max_drop=0.03).check(model(labels=labels, preds=worse), base)
+    assert result.value == pytest.approx(0.025)
+    assert result.outcome is Outcome.INCONCLUSIVE
+    assert "examples would decide it" in result.reason
+    # On point estimates alone it would pass: the confidence is what blocks it.
+    point = AccuracyGoal(max_drop=0.03, confidence=None).check(
+        model(labels=labels, preds=worse), base
+    )
+    assert point.outcome is Outcome.PASS
+
+
+def test_accuracy_drop_beyond_the_bound_fails() -> None:
+    labels = [0, 1] * 100
+    wrong = [1 - v for v in labels[:20]] + labels[20:]
+    result = AccuracyGoal(max_drop=0.05).check(
+        model(labels=labels, preds=wrong), model(labels=labels, preds=labels)
+    )
+    assert result.outcome is Outcome.FAIL and result.value == pytest.approx(0.1)
+
+
+def test_accuracy_on_other_examples_fails() -> None:
+    base = model(labels=[0, 1, 0], preds=[0, 1, 0])
+    result = AccuracyGoal(max_drop=0.5).check(model(labels=[1, 1, 0], preds=[1, 1, 0]), base)
+    assert result.outcome is Outcome.FAIL and "different examples" in result.reason
+
+
+def test_agreement_uses_a_lower_bound() -> None:
+    base = model(preds=[0] * 1000)
+    cand = model(preds=[0] * 985 + [1] * 15)  # 0.985 agreement
+    assert AgreementGoal(min=0.98).check(cand, base).outcome is Outcome.INCONCLUSIVE
+    assert AgreementGoal(min=0.97).check(cand, base).outcome is Outcome.PASS
+    assert AgreementGoal(min=0.99).check(cand, base).outcome is Outcome.FAIL
+
+
+def test_goal_configs_are_checked() -> None:
+    with pytest.raises(ValidationError, match="set max_mb, max_ratio or both"):
+        SizeGoal()
+    with pytest.raises(ValidationError, match="set min, max_drop or both"):
+        AccuracyGoal()
+    with pytest.raises(ValidationError, match="max_ms"):
+        LatencyGoal(max_ms=0)

@@ -1,0 +1,359 @@
+"""Release goals as typed data, and how each is decided.
+
+Each goal names its metric, its direction, whether it is absolute or relative to the baseline,
+and the confidence it is decided with. A goal passes only when the evidence shows it met:
+a missing metric fails, and a point estimate that meets the bound while its confidence bound
+does not is ``inconclusive``, which blocks promotion like a failure.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from validation._strict import StrictModel
+from validation.stats import (
+    clopper_pearson_lower,
+    examples_needed,
+    paired_bootstrap_upper,
+    percentile_upper_bound,
+    runs_needed_for_percentile_bound,
+)
+
+__all__ = [
+    "AccuracyGoal",
+    "AgreementGoal",
+    "Evidence",
+    "Goal",
+    "GoalResult",
+    "Goals",
+    "LatencyGoal",
+    "Outcome",
+    "SizeGoal",
+    "SpeedupGoal",
+]
+
+MB = 1_000_000
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class GoalResult:
+    """One line of a verdict: a goal, what was measured, and what was decided."""
+
+    goal: str
+    metric: str
+    comparison: Literal["<=", ">="]
+    threshold: float
+    value: float | None
+    outcome: Outcome
+    reason: str
+    bound: float | None = None
+    confidence: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["outcome"] = self.outcome.value
+        return out
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the gate knows about one model: evaluation metrics, benchmark, per-example results.
+
+    ``latency_ms`` maps a batch size to its raw timed samples in milliseconds.
+    """
+
+    size_bytes: int | None = None
+    accuracy: float | None = None
+    labels: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    latency_ms: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> np.ndarray | None:
+        if self.labels is None or self.predictions is None:
+            return None
+        return np.asarray(self.predictions == self.labels)
+
+
+class Goal(StrictModel, ABC):
+    """A release goal. ``check`` compares a candidate's evidence with the baseline's."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult: ...
+
+    def _missing(
+        self, metric: str, comparison: Literal["<=", ">="], threshold: float, what: str
+    ) -> GoalResult:
+        return GoalResult(
+            self.name, metric, comparison, threshold, None, Outcome.FAIL, f"{what} was not measured"
+        )
+
+
+def _decide(
+    value: float, bound: float | None, threshold: float, comparison: Literal["<=", ">="]
+) -> Outcome:
+    def ok(x: float) -> bool:
+        return x <= threshold if comparison == "<=" else x >= threshold
+
+    if not ok(value):
+        return Outcome.FAIL
+    if bound is None or ok(bound):
+        return Outcome.PASS
+    return Outcome.INCONCLUSIVE
+
+
+class LatencyGoal(Goal):
+    """Absolute latency bound: the ``percentile`` latency at ``batch`` is at most ``max_ms``.
+
+    Decided on the one-sided upper confidence bound of that percentile.
+    """
+
+    name: ClassVar[str] = "latency"
+    max_ms: float = Field(gt=0)
+    percentile: float = Field(default=95, ge=50, lt=100)
+    batch: int = Field(default=1, ge=1)
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+
+    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+        metric = f"latency_p{self.percentile:g}_ms@batch{self.batch}"
+        samples = candidate.latency_ms.get(self.batch)
+        if samples is None or len(samples) == 0:
+            return self._missing(metric, "<=", self.max_ms, f"latency at batch {self.batch}")
+        value = float(np.percentile(samples, self.percentile))
+        bound = percentile_upper_bound(samples, self.percentile, self.confidence)
+        if bound is None:
+            need = runs_needed_for_percentile_bound(self.percentile, self.confidence)
+            return GoalResult(
+                self.name, metric, "<=", self.max_ms, value, Outcome.INCONCLUSIVE,
+                f"{len(samples)} timed runs cannot bound p{self.percentile:g} at "
+                f"{self.confidence:.0%} confidence; needs at least {need}",
+                None, self.confidence,
+            )  # fmt: skip
+        outcome = _decide(value, bound, self.max_ms, "<=")
+        reason = {
+            Outcome.PASS: f"p{self.percentile:g} {value:.3f} ms, upper bound {bound:.3f} ms "
+            f"<= {self.max_ms:g} ms",
+            Outcome.FAIL: f"p{self.percentile:g} {value:.3f} ms > {self.max_ms:g} ms",
+            Outcome.INCONCLUSIVE: f"p{self.percentile:g} {value:.3f} ms meets {self.max_ms:g} ms "
+            f"but its upper bound {bound:.3f} ms does not",
+        }[outcome]
+        return GoalResult(
+            self.name, metric, "<=", self.max_ms, value, outcome, reason, bound, self.confidence
+        )
+
+
+class SpeedupGoal(Goal):
+    """Relative latency: baseline latency / candidate latency is at least ``min``."""
+
+    name: ClassVar[str] = "speedup"
+    min: float = Field(gt=0)
+    percentile: float = Field(default=50, ge=50, lt=100)
+    batch: int = Field(default=1, ge=1)
+
+    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+        metric = f"speedup_p{self.percentile:g}@batch{self.batch}"
+        cand = candidate.latency_ms.get(self.batch)
+        base = baseline.latency_ms.get(self.batch)
+        if cand is None or len(cand) == 0:
+            return self._missing(metric, ">=", self.min, f"candidate latency at batch {self.batch}")
+        if base is None or len(base) == 0:
+            return self._missing(metric, ">=", self.min, f"baseline latency at batch {self.batch}")
+        value = float(np.percentile(base, self.percentile) / np.percentile(cand, self.percentile))
+        outcome = _decide(value, None, self.min, ">=")
+        sign = ">=" if outcome is Outcome.PASS else "<"
+        return GoalResult(
+            self.name, metric, ">=", self.min, value, outcome, f"{value:.2f}x {sign} {self.min:g}x"
+        )
+
+
+class SizeGoal(Goal):
+    """Model file size: at most ``max_mb`` megabytes, and/or at most ``max_ratio`` of the baseline."""
+
+    name: ClassVar[str] = "size"
+    max_mb: float | None = Field(default=None, gt=0)
+    max_ratio: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> SizeGoal:
+        if self.max_mb is None and self.max_ratio is None:
+            raise ValueError("set max_mb, max_ratio or both")
+        return self
+
+    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+        results = []
+        if self.max_mb is not None:
+            if candidate.size_bytes is None:
+                return self._missing("size_mb", "<=", self.max_mb, "candidate size")
+            mb = candidate.size_bytes / MB
+            results.append(("size_mb", mb, self.max_mb, f"{mb:.3f} MB"))
+        if self.max_ratio is not None:
+            if candidate.size_bytes is None or not baseline.size_bytes:
+                return self._missing(
+                    "size_ratio", "<=", self.max_ratio, "size of candidate or baseline"
+                )
+            ratio = candidate.size_bytes / baseline.size_bytes
+            results.append(("size_ratio", ratio, self.max_ratio, f"{ratio:.3f} of the baseline"))
+        # Report the binding bound: the first one missed, or else the tightest.
+        failed = [r for r in results if r[1] > r[2]]
+        metric, value, limit, text = (
+            failed[0] if failed else max(results, key=lambda r: r[1] / r[2])
+        )
+        outcome = Outcome.FAIL if failed else Outcome.PASS
+        sign = ">" if failed else "<="
+        return GoalResult(
+            self.name, metric, "<=", limit, value, outcome, f"{text} {sign} {limit:g}"
+        )
+
+
+class AccuracyGoal(Goal):
+    """Accuracy: at least ``min`` absolute, and/or a drop from the baseline of at most ``max_drop``.
+
+    With ``confidence`` set (the default), ``min`` is decided on an exact lower bound and
+    ``max_drop`` on a one-sided paired-bootstrap upper bound of the drop; ``confidence: null``
+    decides on point estimates.
+    """
+
+    name: ClassVar[str] = "accuracy"
+    min: float | None = Field(default=None, gt=0, le=1)
+    max_drop: float | None = Field(default=None, ge=0, lt=1)
+    confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> AccuracyGoal:
+        if self.min is None and self.max_drop is None:
+            raise ValueError("set min, max_drop or both")
+        return self
+
+    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+        results = []
+        if self.min is not None:
+            results.append(self._check_min(candidate, self.min))
+        if self.max_drop is not None:
+            results.append(self._check_drop(candidate, baseline, self.max_drop))
+        order = {Outcome.FAIL: 0, Outcome.INCONCLUSIVE: 1, Outcome.PASS: 2}
+        return min(results, key=lambda r: order[r.outcome])
+
+    def _check_min(self, candidate: Evidence, limit: float) -> GoalResult:
+        correct = candidate.correct
+        if correct is None or correct.size == 0:
+            return self._missing("accuracy", ">=", limit, "candidate accuracy")
+        n, k = int(correct.size), int(correct.sum())
+        value = k / n
+        bound = None if self.confidence is None else clopper_pearson_lower(k, n, self.confidence)
+        outcome = _decide(value, bound, limit, ">=")
+        reason = f"accuracy {value:.4f} on {n} examples"
+        if bound is not None:
+            reason += f", lower bound {bound:.4f}"
+        reason += {Outcome.PASS: " >= ", Outcome.FAIL: " < "}.get(outcome, ", bound below ")
+        reason += f"{limit:g}"
+        if outcome is Outcome.INCONCLUSIVE and bound is not None:
+            need = examples_needed(n, value, bound, limit)
+            if need:
+                reason += f"; about {need} examples would decide it"
+        return GoalResult(
+            self.name, "accuracy", ">=", limit, value, outcome, reason, bound, self.confidence
+        )
+
+    def _check_drop(self, candidate: Evidence, baseline: Evidence, limit: float) -> GoalResult:
+        cand, base = candidate.correct, baseline.correct
+        if cand is None or cand.size == 0:
+            return self._missing("accuracy_drop", "<=", limit, "candidate per-example accuracy")
+        if base is None or base.size == 0:
+            return self._missing("accuracy_drop", "<=", limit, "baseline per-example accuracy")
+        if cand.shape != base.shape or not np.array_equal(
+            np.asarray(candidate.labels), np.asarray(baseline.labels)
+        ):
+            return GoalResult(
+                self.name, "accuracy_drop", "<=", limit, None, Outcome.FAIL,
+                "candidate and baseline were evaluated on different examples",
+            )  # fmt: skip
+        n = int(cand.size)
+        value = float(base.mean() - cand.mean())
+        bound = (
+            None if self.confidence is None else paired_bootstrap_upper(base, cand, self.confidence)
+        )
+        outcome = _decide(value, bound, limit, "<=")
+        reason = f"drop {value:+.4f} on {n} examples"
+        if bound is not None:
+            reason += f", upper bound {bound:+.4f}"
+        reason += {Outcome.PASS: " <= ", Outcome.FAIL: " > "}.get(outcome, ", bound above ")
+        reason += f"{limit:g}"
+        if outcome is Outcome.INCONCLUSIVE and bound is not None:
+            need = examples_needed(n, value, bound, limit)
+            if need:
+                reason += f"; about {need} examples would decide it"
+        return GoalResult(
+            self.name, "accuracy_drop", "<=", limit, value, outcome, reason, bound, self.confidence
+        )
+
+
+class AgreementGoal(Goal):
+    """Top-1 agreement with the baseline's predictions is at least ``min``."""
+
+    name: ClassVar[str] = "agreement"
+    min: float = Field(gt=0, le=1)
+    confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
+
+    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+        if candidate.predictions is None or baseline.predictions is None:
+            return self._missing(
+                "agreement", ">=", self.min, "predictions of candidate or baseline"
+            )
+        if candidate.predictions.shape != baseline.predictions.shape:
+            return GoalResult(
+                self.name, "agreement", ">=", self.min, None, Outcome.FAIL,
+                "candidate and baseline were evaluated on different examples",
+            )  # fmt: skip
+        same = candidate.predictions == baseline.predictions
+        n, k = int(same.size), int(same.sum())
+        value = k / n
+        bound = None if self.confidence is None else clopper_pearson_lower(k, n, self.confidence)
+        outcome = _decide(value, bound, self.min, ">=")
+        reason = f"{k}/{n} predictions agree ({value:.4f})"
+        if bound is not None:
+            reason += f", lower bound {bound:.4f}"
+        reason += {Outcome.PASS: " >= ", Outcome.FAIL: " < "}.get(outcome, ", bound below ")
+        reason += f"{self.min:g}"
+        return GoalResult(
+            self.name, "agreement", ">=", self.min, value, outcome, reason, bound, self.confidence
+        )
+
+
+class Goals(StrictModel):
+    """The goals a candidate must meet, all of them, to be promoted."""
+
+    latency: LatencyGoal | None = None
+    speedup: SpeedupGoal | None = None
+    size: SizeGoal | None = None
+    accuracy: AccuracyGoal | None = None
+    agreement: AgreementGoal | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Goals:
+        if not self.active():
+            raise ValueError(
+                "no goal is set; a release needs at least one of: "
+                + ", ".join(type(self).model_fields)
+            )
+        return self
+
+    def active(self) -> list[Goal]:
+        """The goals that are set, in a fixed order."""
+        return [g for name in type(self).model_fields if (g := getattr(self, name)) is not None]
+
+    def check(self, candidate: Evidence, baseline: Evidence) -> list[GoalResult]:
+        return [goal.check(candidate, baseline) for goal in self.active()]

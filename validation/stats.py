@@ -1,0 +1,95 @@
+"""Confidence bounds the gate decides on. Every function is deterministic for a given seed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "clopper_pearson_lower",
+    "examples_needed",
+    "paired_bootstrap_upper",
+    "percentile_upper_bound",
+    "runs_needed_for_percentile_bound",
+]
+
+
+def percentile_upper_bound(
+    samples: np.ndarray | list[float], percentile: float, confidence: float
+) -> float | None:
+    """One-sided upper confidence bound on a latency percentile, from order statistics.
+
+    The k-th smallest of n samples bounds the q-quantile from above with probability
+    P(Binomial(n, q) < k); this picks the smallest such k, as MLPerf does for its p90/p99
+    bounds. Returns None when n is too small for any sample to be a bound.
+    """
+    from scipy.stats import binom
+
+    values = np.sort(np.asarray(samples, dtype=float))
+    n = values.size
+    q = percentile / 100.0
+    if n == 0:
+        return None
+    # smallest k (1-based) with P(X <= k-1) >= confidence, X ~ Binomial(n, q)
+    k = int(binom.ppf(confidence, n, q)) + 1
+    if k > n:
+        return None
+    return float(values[k - 1])
+
+
+def runs_needed_for_percentile_bound(percentile: float, confidence: float) -> int:
+    """Fewest samples for which :func:`percentile_upper_bound` exists (the maximum is a bound)."""
+    q = percentile / 100.0
+    # the maximum bounds the q-quantile with probability 1 - q**n
+    return math.ceil(math.log(1.0 - confidence) / math.log(q))
+
+
+def paired_bootstrap_upper(
+    baseline_correct: np.ndarray,
+    candidate_correct: np.ndarray,
+    confidence: float,
+    *,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> float:
+    """Upper confidence bound on the accuracy drop (baseline minus candidate), paired by example.
+
+    Both models are scored on the same examples, so resampling examples (not models) keeps
+    the pairing and gives a much tighter bound than comparing two independent accuracies.
+    """
+    b = np.asarray(baseline_correct, dtype=np.float64)
+    c = np.asarray(candidate_correct, dtype=np.float64)
+    if b.shape != c.shape or b.ndim != 1 or b.size == 0:
+        raise ValueError(
+            f"per-example outcomes must be two 1-D arrays of one length, got {b.shape} and {c.shape}"
+        )
+    diff = b - c
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
+    drops = diff[idx].mean(axis=1)
+    return float(np.quantile(drops, confidence, method="higher"))
+
+
+def clopper_pearson_lower(successes: int, trials: int, confidence: float) -> float:
+    """Exact one-sided lower confidence bound on a proportion."""
+    from scipy.stats import beta
+
+    if trials <= 0:
+        raise ValueError(f"trials must be positive, got {trials}")
+    if successes <= 0:
+        return 0.0
+    return float(beta.ppf(1.0 - confidence, successes, trials - successes + 1))
+
+
+def examples_needed(n: int, point: float, bound: float, limit: float) -> int | None:
+    """Examples for the bound to reach ``limit`` if the point estimate held still.
+
+    A bound's distance from its point estimate shrinks as 1/sqrt(n). Returns None when the
+    point estimate itself misses the limit, since no amount of data would help.
+    """
+    spread = abs(bound - point)
+    margin = abs(limit - point)
+    if margin == 0 or (bound - point) * (limit - point) <= 0:
+        return None
+    return math.ceil(n * (spread / margin) ** 2)

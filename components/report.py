@@ -97,7 +97,8 @@ _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}
-th:first-child,td:first-child,td.l{text-align:left}
+th:first-child,td:first-child,td.l,th.l{text-align:left}
+td:first-child{white-space:nowrap}
 .pass{color:#17692b;font-weight:600}.fail{color:#b3261e;font-weight:600}
 .inconclusive{color:#a35a00;font-weight:600}.muted{color:#777}
 code{background:#f4f4f4;padding:1px 4px}
@@ -121,16 +122,19 @@ def _html(d: dict[str, Any]) -> str:
         f"<!doctype html><meta charset=utf-8><title>slimgate: {e(d['model'])}</title>",
         f"<style>{_CSS}</style>",
         f"<h1>slimgate run <code>{e(d['run_id'])}</code></h1>",
-        f"<p>Model <b>{e(d['model'])}</b>: <b class={e(status) if status != 'promoted' else 'pass'}>"
-        f"{e(status)}</b>",
     ]
+    headline = (
+        f"<p>Model <b>{e(d['model'])}</b>: "
+        f"<b class={e(status) if status != 'promoted' else 'pass'}>{e(status)}</b>"
+    )
     if promo.get("version"):
-        parts.append(f" as version {promo['version']} ({e(promo.get('alias', ''))})")
+        headline += f" as version {promo['version']} ({e(promo.get('alias', ''))})"
     if verdict.get("reason"):
-        parts.append(f". {e(verdict['reason'])}")
+        headline += f": {e(verdict['reason'])}."
+    parts.append(headline)
     if d.get("error"):
         parts.append(f'<p class="fail">Error: {e(d["error"])}</p>')
-    parts.append("</p><h2>Models</h2><table><tr><th>model</th><th>recipe</th><th>accuracy</th>"
+    parts.append("</p><h2>Models</h2><table><tr><th>model</th><th class=l>recipe</th><th>accuracy</th>"
                  "<th>agreement</th><th>size MB</th><th>parameters</th><th>batch</th>"
                  "<th>p50 ms</th><th>p95 ms</th><th>speedup</th><th>verdict</th></tr>")  # fmt: skip
     for row in [d["baseline"], *d["candidates"]]:
@@ -155,7 +159,7 @@ def _html(d: dict[str, Any]) -> str:
         parts.append(f"<h3>{e(row['name'])}: <span class={e(row['outcome'])}>"
                      f"{e(row['outcome'])}</span></h3><table><tr><th>goal</th><th>metric</th>"
                      "<th>value</th><th>bound</th><th>confidence</th><th>threshold</th>"
-                     "<th>outcome</th><th>reason</th></tr>")  # fmt: skip
+                     "<th>outcome</th><th class=l>reason</th></tr>")  # fmt: skip
         for g in row["goals"]:
             parts.append(
                 f"<tr><td>{e(g['goal'])}</td><td class=l>{e(g['metric'])}</td>"
@@ -185,13 +189,13 @@ def _scatter(rows: list[dict[str, Any]]) -> str:
            if r.get("p50_ms") and r.get("accuracy") is not None]  # fmt: skip
     if len(pts) < 2:
         return ""
-    w, h, pad = 640, 300, 50
+    w, h, pad, label_room = 800, 300, 50, 160
     xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
     x0, x1 = 0.0, max(xs) * 1.1
     y0, y1 = min(ys) - 0.01, min(1.0, max(ys) + 0.005)
 
     def sx(v: float) -> float:
-        return pad + (v - x0) / (x1 - x0) * (w - 2 * pad)
+        return pad + (v - x0) / (x1 - x0) * (w - 2 * pad - label_room)
 
     def sy(v: float) -> float:
         return h - pad - (v - y0) / ((y1 - y0) or 1) * (h - 2 * pad)
@@ -199,19 +203,24 @@ def _scatter(rows: list[dict[str, Any]]) -> str:
     color = {"pass": "#17692b", "fail": "#b3261e", "inconclusive": "#a35a00"}
     out = [f'<h2>Latency and accuracy</h2><svg width="{w}" height="{h}" '
            f'xmlns="http://www.w3.org/2000/svg" font-size="11">',
-           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>',
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad - label_room}" y2="{h - pad}" stroke="#999"/>',
            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#999"/>',
            f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">p50 latency, ms (batch '
            f'{rows[0].get("batch")})</text>',
            f'<text x="12" y="{h / 2}" transform="rotate(-90 12 {h / 2})" '
            f'text-anchor="middle">accuracy</text>',
            f'<text x="{pad}" y="{h - pad + 14}" text-anchor="middle">0</text>',
-           f'<text x="{w - pad}" y="{h - pad + 14}" text-anchor="middle">{x1:.3g}</text>',
+           f'<text x="{w - pad - label_room}" y="{h - pad + 14}" text-anchor="middle">{x1:.3g}</text>',
            f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{y0:.3f}</text>',
            f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{y1:.3f}</text>']  # fmt: skip
-    for x, y, name, outcome in pts:
+    for i, (x, y, name, outcome) in enumerate(pts):
         fill = color.get(outcome or "", "#1f5fbf")
-        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{fill}"/>'
-                   f'<text x="{sx(x) + 7:.1f}" y="{sy(y) - 6:.1f}">{html.escape(name)}</text>')  # fmt: skip
+        # stagger the labels: models of equal accuracy would otherwise print over each other
+        lx, ly = sx(x) + 10, sy(y) + 18 + 13 * i
+        out.append(
+            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{fill}"/>'
+            f'<line x1="{sx(x):.1f}" y1="{sy(y):.1f}" x2="{lx - 2:.1f}" y2="{ly - 4:.1f}" stroke="#bbb"/>'
+            f'<text x="{lx:.1f}" y="{ly:.1f}">{html.escape(name)}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out)

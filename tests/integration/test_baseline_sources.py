@@ -1,0 +1,114 @@
+"""The baseline step on each kind of model source, with real training, export and ONNX Runtime."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from components.baseline import baseline
+from components.errors import ModelError
+from components.layout import RunLayout, read_json
+from components.models import export_onnx
+from components.prepare import prepare_data
+from components.spec import load_spec
+
+LINEAR = {"factory": "torch.nn:Linear", "kwargs": {"in_features": 64, "out_features": 10}}
+
+
+def prepared(tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any, **changes: Any) -> Any:
+    demo_spec.update(training={"epochs": 3, "seed": 0}, **changes)
+    spec = load_spec(write_spec(demo_spec))
+    prepare_data(spec, tmp_path / "run")
+    return spec
+
+
+def test_a_factory_without_weights_is_trained(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    spec = prepared(tmp_path, demo_spec, write_spec, model=LINEAR)
+    spec = spec.model_copy(
+        update={"training": spec.training.model_copy(update={"epochs": 15, "lr": 0.01})}
+    )
+    metrics = baseline(spec, tmp_path / "run")
+    run = RunLayout(tmp_path / "run")
+    assert read_json(run.baseline.root / "train.json")["trained"] is True
+    # a linear classifier on raw pixels still learns digits (chance is 0.1)
+    assert metrics["accuracy"] > 0.85
+    assert metrics["parameters"] == 64 * 10 + 10
+
+
+def test_a_factory_with_weights_is_loaded_not_trained(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    torch.manual_seed(3)
+    reference = torch.nn.Linear(64, 10)
+    torch.save(reference.state_dict(), tmp_path / "weights.pt")
+    spec = prepared(tmp_path, demo_spec, write_spec, model={**LINEAR, "weights": "weights.pt"})
+    baseline(spec, tmp_path / "run")
+    run = RunLayout(tmp_path / "run")
+    assert read_json(run.baseline.root / "train.json")["trained"] is False
+    x = np.load(run.split("test"))["x"]
+    with np.load(run.baseline.predictions) as saved:
+        expected = reference(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(saved["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (print, ("this must never run",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_weights_are_never_unpickled_as_objects(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"weight": _Payload()}))
+    spec = prepared(tmp_path, demo_spec, write_spec, model={**LINEAR, "weights": "evil.pt"})
+    with pytest.raises(ModelError, match=r"model.weights: cannot load .*evil\.pt"):
+        baseline(spec, tmp_path / "run")
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_an_onnx_model_of_the_wrong_width_is_refused(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    export_onnx(torch.nn.Linear(30, 10), 30, tmp_path / "narrow.onnx")
+    spec = prepared(tmp_path, demo_spec, write_spec, model={"onnx": "narrow.onnx"})
+    with pytest.raises(ModelError, match=r"has shape \[.*30\]; the data has rows of 64 features"):
+        baseline(spec, tmp_path / "run")
+
+
+def test_an_onnx_model_with_the_wrong_classes_is_refused(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    export_onnx(torch.nn.Linear(64, 3), 64, tmp_path / "three.onnx")
+    spec = prepared(tmp_path, demo_spec, write_spec, model={"onnx": "three.onnx"})
+    with pytest.raises(ModelError, match=r"the data has 10 classes, so expected \[10\]"):
+        baseline(spec, tmp_path / "run")
+
+
+def test_the_digits_cnn_refuses_other_data(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    spec = prepared(tmp_path, demo_spec, write_spec, data={"builtin": "breast_cancer"})
+    with pytest.raises(
+        ModelError, match=r"digits_cnn takes 64 pixel columns.*has 30 feature columns"
+    ):
+        baseline(spec, tmp_path / "run")
+
+
+def test_the_tabular_mlp_standardizes_inside_the_exported_model(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    spec = prepared(
+        tmp_path, demo_spec, write_spec,
+        data={"builtin": "breast_cancer"}, model={"builtin": "tabular_mlp"},
+    )  # fmt: skip
+    metrics = baseline(spec, tmp_path / "run")
+    # raw breast-cancer features span 0.001 to 4000; without in-model scaling this fails
+    assert metrics["accuracy"] > 0.93

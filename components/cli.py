@@ -54,15 +54,36 @@ def _registry_uri(value: str) -> str:
 # --- run / demo --------------------------------------------------------------------------------
 
 
+class _StatusHandler(logging.Handler):
+    """Shows the latest log line of a step (an epoch's loss, say) next to the spinner."""
+
+    def __init__(self, status: Any) -> None:
+        super().__init__(logging.INFO)
+        self.status = status
+        self.step = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.status.update(f"[bold]{self.step}[/] {record.getMessage()}")
+
+
 def _execute(spec: Spec, runs_dir: Path, run_id: str | None) -> int:
     from components.runner import Phase, run
 
     console = _console()
     status = console.status("")
     status.start()
+    handler = _StatusHandler(status)
+    loggers = [logging.getLogger(name) for name in ("components", "optimizers")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    verbose = logging.getLogger().level <= logging.INFO
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+        lg.propagate = verbose  # without -v, INFO lines only feed the spinner
 
     def on_step(name: str, phase: Phase, seconds: float | None, error: str | None) -> None:
         if phase == "start":
+            handler.step = name
             status.update(f"[bold]{name}[/] ...")
         elif phase == "done":
             console.print(f"[green]✓[/] {name} [dim]{seconds:.1f} s[/]")
@@ -73,6 +94,10 @@ def _execute(spec: Spec, runs_dir: Path, run_id: str | None) -> int:
         result = run(spec, runs_dir, run_id=run_id, on_step=on_step)
     finally:
         status.stop()
+        for lg, (level, propagate) in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
     _summary(spec, result.run_dir)
     return result.exit_code
 

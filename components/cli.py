@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.errors import EXIT_OK, EXIT_REJECTED, SlimgateError
+from components.errors import EXIT_OK, EXIT_REJECTED, InputError, SlimgateError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -107,7 +107,7 @@ def _summary(spec: Spec, run_dir: Path) -> None:
     from rich.table import Table
 
     from components.layout import RunLayout
-    from components.report import collect
+    from components.report import collect, speedup_text
 
     data = collect(spec, run_dir)
     table = Table(title=f"{spec.name}: baseline and candidates", title_justify="left")
@@ -118,7 +118,7 @@ def _summary(spec: Spec, run_dir: Path) -> None:
         "size MB",
         "p50 ms",
         "p95 ms",
-        "speedup",
+        "speedup [interval]",
         "verdict",
     ):
         table.add_column(
@@ -143,10 +143,10 @@ def _summary(spec: Spec, run_dir: Path) -> None:
         table.add_row(
             row["name"], fmt(row["accuracy"], ".4f"), fmt(row["agreement"], ".4f"),
             fmt(size, ".2f"), fmt(row["p50_ms"], ".3f"), fmt(row["p95_ms"], ".3f"),
-            "-" if row["speedup"] is None else f"{row['speedup']:.2f}x",
+            speedup_text(row),
             f"[{colours[verdict]}]{verdict}[/]" if verdict else "",
         )  # fmt: skip
-    out = Console(highlight=False, width=max(Console().width, 100))
+    out = Console(highlight=False, width=max(Console().width, 120))
     out.print(table)
     for note in notes:
         out.print(note)
@@ -247,6 +247,88 @@ def cmd_step(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- bench -------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from components.benchmark import benchmark
+    from components.compare import compare
+    from components.spec import BenchmarkSettings, Target
+
+    try:
+        device = "cpu" if args.provider == "cpu" else "cuda"
+        target = Target(device=device, provider=args.provider, threads=args.threads,
+                        batch_sizes=tuple(args.batch_sizes))  # fmt: skip
+        settings = BenchmarkSettings(min_seconds=args.seconds, compare_rounds=args.rounds)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    model = Path(args.model)
+    data = Path(args.data) if args.data else None
+    for path in (model, data, Path(args.against) if args.against else None):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: file not found")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out) if args.out else Path(tmp) / "benchmark.json"
+        record = benchmark(model, data, out, target, settings)
+        comparison = None
+        if args.against:
+            comparison = compare(model, Path(args.against), data, target.batch_sizes[0],
+                                 target=target, settings=settings)  # fmt: skip
+            if args.out:
+                record["comparison"] = comparison
+                from components.layout import write_json
+
+                write_json(out, record)
+    _print_bench(record, comparison)
+    return EXIT_OK
+
+
+def _print_bench(record: dict[str, Any], comparison: dict[str, Any] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    env = record["environment"]
+    out = Console(highlight=False, width=max(Console().width, 120))
+    out.print(
+        f"{record['model']}: {record['size_bytes'] / 1e6:.2f} MB, {record['parameters']:,} parameters, "
+        f"{record['macs_per_example'] / 1e6:.1f} M MACs per example"
+    )
+    out.print(
+        f"{env['cpu']} ({env['simd']}), {env['threads']} threads, "
+        f"{', '.join(env['providers_used'])}, onnxruntime {env['onnxruntime']}"
+    )
+    table = Table()
+    cols = ("batch", "runs", "p50 ms", "p95 ms (bound)", "p99 ms", "throughput/s", "create ms",
+            "first ms", "peak RSS MB", "CPU s/inf", "of limit")  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="right")
+    for batch, r in record["batches"].items():
+        limit = (r.get("limit") or {}).get("fraction_of_p50")
+        bound = r["p95_upper_ms"]
+        table.add_row(
+            batch, str(r["runs"]), f"{r['p50_ms']:.3f}",
+            f"{r['p95_ms']:.3f} ({'-' if bound is None else f'{bound:.3f}'})", f"{r['p99_ms']:.3f}",
+            f"{r['throughput_per_s']:,.0f}", f"{r['session_create_ms']:.1f}",
+            f"{r['first_inference_ms']:.2f}", f"{r['peak_rss_mb']:.0f}",
+            f"{r['cpu_seconds_per_inference'] * 1e3:.3f} ms", "-" if limit is None else f"{limit:.0%}",
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"energy: {record['energy_source']}")
+    if comparison:
+        low, high = comparison["interval"]
+        interval = (
+            "no interval"
+            if low is None
+            else f"{comparison['confidence']:.0%} interval [{low:.3f}, {high:.3f}]"
+        )
+        out.print(
+            f"against {comparison['baseline']}: {comparison['speedup']:.3f}x ({interval}) over "
+            f"{comparison['rounds']} alternating rounds: {comparison['note']}"
+        )
+
+
 # --- registry and optimizers ------------------------------------------------------------------
 
 
@@ -344,6 +426,20 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
     p.set_defaults(func=cmd_step)
+
+    p = sub.add_parser("bench", help="measure an ONNX model, optionally against another")
+    p.add_argument("model", help="the ONNX file to measure")
+    p.add_argument("--against", help="a baseline ONNX file: report the speedup with its interval")
+    p.add_argument(
+        "--data", help="a split .npz (from prepare_data) to feed; default: random inputs"
+    )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], default="cpu")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per batch")
+    p.add_argument("--rounds", type=int, default=7, help="alternating processes per model")
+    p.add_argument("--out", help="also write benchmark.json here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("registry", help="read the model registry")
     rsub = p.add_subparsers(dest="registry_cmd", required=True)

@@ -22,6 +22,10 @@ def load_evidence(model: ModelDir) -> Evidence:
         with np.load(model.predictions, allow_pickle=False) as arrays:
             labels, predictions = arrays["labels"], arrays["predictions"]
     latency: dict[int, np.ndarray] = {}
+    comparisons: dict[int, dict[str, Any]] = {}
+    if model.comparison.is_file():
+        comp = read_json(model.comparison)
+        comparisons[int(comp["batch"])] = comp
     if model.benchmark.is_file():
         for batch, result in read_json(model.benchmark)["batches"].items():
             latency[int(batch)] = np.asarray(result["samples_ms"], dtype=np.float64)
@@ -31,6 +35,7 @@ def load_evidence(model: ModelDir) -> Evidence:
         labels=labels,
         predictions=predictions,
         latency_ms=latency,
+        comparisons=comparisons,
     )
 
 
@@ -42,13 +47,6 @@ def _worst(results: list[GoalResult]) -> Outcome:
     return Outcome.PASS
 
 
-def _speed_batch(spec: Spec) -> int:
-    for goal in (spec.goals.latency, spec.goals.speedup):
-        if goal is not None:
-            return goal.batch
-    return spec.target.batch_sizes[0]
-
-
 def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
     """Judge every candidate against every goal and write ``verdict.json``.
 
@@ -57,7 +55,7 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
     """
     run = RunLayout(run_dir)
     base = load_evidence(run.baseline)
-    batch = _speed_batch(spec)
+    batch = spec.speed_batch()
     entries = []
     for cand in spec.candidate_names():
         mdir = run.candidate(cand.name)
@@ -78,14 +76,20 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
             "latency_p50_ms": float(np.median(ev.latency_ms[batch]))
             if batch in ev.latency_ms
             else None,
+            "speedup": ev.comparisons[batch]["speedup"] if batch in ev.comparisons else None,
         }
         if error.is_file():
             entry.update(outcome=Outcome.FAIL.value, passed=False, error=read_json(error)["error"])
         entries.append(entry)
 
     passing = [e for e in entries if e["passed"] and e["sha256"]]
-    key = "latency_p50_ms" if spec.select == "fastest" else "size_bytes"
-    selected = min(passing, key=lambda e: (e[key], e["name"])) if passing else None
+    if spec.select == "fastest" and all(e["speedup"] is not None for e in passing):
+        # interleaved comparisons against the same baseline rank candidates more robustly
+        # than medians measured one after the other
+        key, sign = "speedup", -1.0
+    else:
+        key, sign = ("latency_p50_ms" if spec.select == "fastest" else "size_bytes"), 1.0
+    selected = min(passing, key=lambda e: (sign * e[key], e["name"])) if passing else None
     if selected:
         reason = (
             f"{len(passing)} of {len(entries)} candidates met every goal; "

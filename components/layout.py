@@ -5,7 +5,8 @@
     spec.json                       the validated spec, as the run saw it
     data/{train,calibration,test}.npz, data/dataset.json
     baseline/model.onnx, model.pt, train.json, metrics.json, predictions.npz, benchmark.json
-    candidates/<name>/model.onnx, optimize.json, metrics.json, predictions.npz, benchmark.json
+    candidates/<name>/model.onnx, optimize.json, metrics.json, predictions.npz, benchmark.json,
+                      comparison.json (interleaved against the baseline)
     verdict.json, promotion.json, report.json, report.html
 """
 
@@ -42,6 +43,10 @@ class ModelDir:
     @property
     def benchmark(self) -> Path:
         return self.root / "benchmark.json"
+
+    @property
+    def comparison(self) -> Path:
+        return self.root / "comparison.json"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from components.baseline import dataset_info, load_baseline_module
 from components.benchmark import benchmark
+from components.compare import compare
 from components.data import load_split
 from components.errors import SpecError
 from components.evaluate import evaluate
@@ -90,4 +91,6 @@ def candidate(spec: Spec, run_dir: Path, name: str) -> dict[str, Any]:
         reference=run.baseline.predictions,
     )
     benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
+    compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
+            target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip
     return metrics

@@ -6,6 +6,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from components.layout import ModelDir, RunLayout, read_json, write_json
 from components.spec import Spec
 
@@ -16,7 +18,7 @@ def _maybe(path: Path) -> Any:
     return read_json(path) if path.is_file() else None
 
 
-def _model_row(name: str, recipe: str, mdir: ModelDir, base_p50: float | None) -> dict[str, Any]:
+def _model_row(name: str, recipe: str, mdir: ModelDir) -> dict[str, Any]:
     metrics = _maybe(mdir.metrics) or {}
     bench = _maybe(mdir.benchmark) or {}
     batches = {
@@ -26,6 +28,8 @@ def _model_row(name: str, recipe: str, mdir: ModelDir, base_p50: float | None) -
     first = batches[min(batches)] if batches else {}
     p50 = first.get("p50_ms")
     error = _maybe(mdir.root / "error.json")
+    comparison = _maybe(mdir.comparison)
+    samples = {b: r["samples_ms"] for b, r in bench.get("batches", {}).items()}
     return {
         "name": name,
         "recipe": recipe,
@@ -36,8 +40,17 @@ def _model_row(name: str, recipe: str, mdir: ModelDir, base_p50: float | None) -
         "batch": first.get("batch"),
         "p50_ms": p50,
         "p95_ms": first.get("p95_ms"),
-        "speedup": (base_p50 / p50) if base_p50 and p50 else None,
+        "p95_upper_ms": first.get("p95_upper_ms"),
+        "limit_fraction": (first.get("limit") or {}).get("fraction_of_p50"),
+        "speedup": comparison["speedup"]
+        if comparison
+        else (1.0 if name == "baseline" and p50 else None),
+        "speedup_interval": comparison["interval"] if comparison else None,
+        "comparison": {k: v for k, v in comparison.items() if k not in ("candidate", "baseline")}
+        if comparison
+        else None,
         "batches": batches,
+        "samples_ms": samples,
         "error": error["error"] if error else None,
     }
 
@@ -46,14 +59,12 @@ def collect(spec: Spec, run_dir: Path) -> dict[str, Any]:
     """Everything the run produced so far, as one JSON-ready dict; missing parts are None."""
     run = RunLayout(run_dir)
     base_bench = _maybe(run.baseline.benchmark) or {}
-    batches = base_bench.get("batches", {})
-    base_p50 = batches[min(batches, key=int)]["p50_ms"] if batches else None
-    baseline = _model_row("baseline", "", run.baseline, base_p50)
+    baseline = _model_row("baseline", "", run.baseline)
     verdict = _maybe(run.verdict)
     outcomes = {c["name"]: c for c in verdict["candidates"]} if verdict else {}
     candidates = []
     for cand in spec.candidate_names():
-        row = _model_row(cand.name, cand.label(), run.candidate(cand.name), base_p50)
+        row = _model_row(cand.name, cand.label(), run.candidate(cand.name))
         judged = outcomes.get(cand.name)
         row["outcome"] = judged["outcome"] if judged else None
         row["goals"] = judged["goals"] if judged else []
@@ -81,9 +92,26 @@ def collect(spec: Spec, run_dir: Path) -> dict[str, Any]:
 def render_report(spec: Spec, run_dir: Path) -> dict[str, Any]:
     run = RunLayout(run_dir)
     data = collect(spec, run_dir)
-    write_json(run.report_json, data)
+    slim = {**data, "baseline": _without_samples(data["baseline"]),
+            "candidates": [_without_samples(c) for c in data["candidates"]]}  # fmt: skip
+    write_json(run.report_json, slim)
     run.report_html.write_text(_html(data))
     return data
+
+
+def _without_samples(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "samples_ms"}
+
+
+def speedup_text(row: dict[str, Any]) -> str:
+    """``1.56x [1.41, 1.70]``: the comparison's estimate and interval, or what is known."""
+    if row.get("speedup") is None:
+        return "-"
+    text = f"{row['speedup']:.2f}x"
+    low, high = row.get("speedup_interval") or (None, None)
+    if low is not None and high is not None:
+        text += f" [{low:.2f}, {high:.2f}]"
+    return text
 
 
 def report(spec: Spec, run_dir: Path) -> dict[str, Any]:
@@ -94,11 +122,11 @@ def report(spec: Spec, run_dir: Path) -> dict[str, Any]:
 # --- HTML --------------------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1300px;color:#222}
 table{border-collapse:collapse;margin:1em 0;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}
 th:first-child,td:first-child,td.l,th.l{text-align:left}
-td:first-child{white-space:nowrap}
+td{white-space:nowrap}td.l{white-space:normal}
 .pass{color:#17692b;font-weight:600}.fail{color:#b3261e;font-weight:600}
 .inconclusive{color:#a35a00;font-weight:600}.muted{color:#777}
 code{background:#f4f4f4;padding:1px 4px}
@@ -136,7 +164,8 @@ def _html(d: dict[str, Any]) -> str:
         parts.append(f'<p class="fail">Error: {e(d["error"])}</p>')
     parts.append("</p><h2>Models</h2><table><tr><th>model</th><th class=l>recipe</th><th>accuracy</th>"
                  "<th>agreement</th><th>size MB</th><th>parameters</th><th>batch</th>"
-                 "<th>p50 ms</th><th>p95 ms</th><th>speedup</th><th>verdict</th></tr>")  # fmt: skip
+                 "<th>p50 ms</th><th>p95 ms (bound)</th><th>speedup [interval]</th>"
+                 "<th>of limit</th><th>verdict</th></tr>")  # fmt: skip
     for row in [d["baseline"], *d["candidates"]]:
         outcome = row.get("outcome")
         cell = f'<span class="{e(outcome)}">{e(outcome)}</span>' if outcome else ""
@@ -148,11 +177,21 @@ def _html(d: dict[str, Any]) -> str:
             f"<td>{_f(row['accuracy'], '.4f')}</td><td>{_f(row['agreement'], '.4f')}</td>"
             f"<td>{_f(size, '.3f')}</td><td>{_f(row['parameters'], ',')}</td>"
             f"<td>{_f(row['batch'])}</td><td>{_f(row['p50_ms'], '.3f')}</td>"
-            f"<td>{_f(row['p95_ms'], '.3f')}</td><td>{_f(row['speedup'], '.2f', 'x')}</td>"
+            f"<td>{_f(row['p95_ms'], '.3f')} ({_f(row['p95_upper_ms'], '.3f')})</td>"
+            f"<td>{e(speedup_text(row))}</td><td>{_f(row['limit_fraction'], '.0%')}</td>"
             f"<td class=l>{cell}</td></tr>"
         )
     parts.append("</table>")
-    parts.append(_scatter([d["baseline"], *d["candidates"]]))
+    parts.append(
+        "<p class=muted>p95 bound: one-sided upper confidence bound on the 95th percentile. "
+        "Speedup: baseline over candidate median time, from processes alternating between the "
+        "two models, with its interval. Of limit: the time the graph's MACs need at the CPU's "
+        "nominal peak, as a share of the measured p50.</p>"
+    )
+    rows = [d["baseline"], *d["candidates"]]
+    parts.append(_throughput(rows))
+    parts.append(_cdf(rows))
+    parts.append(_scatter(rows))
     for row in d["candidates"]:
         if not row["goals"]:
             continue
@@ -222,5 +261,70 @@ def _scatter(rows: list[dict[str, Any]]) -> str:
             f'<line x1="{sx(x):.1f}" y1="{sy(y):.1f}" x2="{lx - 2:.1f}" y2="{ly - 4:.1f}" stroke="#bbb"/>'
             f'<text x="{lx:.1f}" y="{ly:.1f}">{html.escape(name)}</text>'
         )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _throughput(rows: list[dict[str, Any]]) -> str:
+    batches = sorted({b for r in rows for b in r.get("batches", {})})
+    if not batches:
+        return ""
+    best = {b: max((r["batches"][b]["throughput_per_s"] for r in rows if b in r["batches"]), default=1)
+            for b in batches}  # fmt: skip
+    out = ["<h2>Throughput</h2><table><tr><th>model</th>"]
+    out += [f"<th class=l>batch {b}: inferences/s</th>" for b in batches]
+    out.append("</tr>")
+    for r in rows:
+        out.append(f"<tr><td>{html.escape(r['name'])}</td>")
+        for b in batches:
+            res = r["batches"].get(b)
+            if res is None:
+                out.append("<td></td>")
+                continue
+            tp = res["throughput_per_s"]
+            width = 200 * tp / best[b]
+            out.append(
+                f'<td class=l><span style="display:inline-block;width:{width:.0f}px;height:10px;'
+                f'background:#1f5fbf"></span> {tp:,.0f}</td>'
+            )
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _cdf(rows: list[dict[str, Any]]) -> str:
+    """Empirical latency distribution per model at the first batch size, as inline SVG."""
+    series = []
+    for r in rows:
+        samples = r.get("samples_ms") or {}
+        if samples:
+            first = min(samples, key=int)
+            series.append((r["name"], np.sort(np.asarray(samples[first])), first))
+    if not series:
+        return ""
+    w, h, pad, legend = 800, 300, 50, 190
+    hi = max(float(np.percentile(s, 99.5)) for _, s, _ in series) * 1.05
+    palette = ["#1f5fbf", "#17692b", "#a35a00", "#b3261e", "#6a3d9a", "#00838f", "#5d4037"]
+    out = [f'<h2>Latency distribution (batch {series[0][2]})</h2>'
+           f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" font-size="11">',
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - legend}" y2="{h - pad}" stroke="#999"/>',
+           f'<line x1="{pad}" y1="{pad / 2}" x2="{pad}" y2="{h - pad}" stroke="#999"/>',
+           f'<text x="{(w - legend) / 2}" y="{h - 12}" text-anchor="middle">latency, ms</text>',
+           f'<text x="{pad}" y="{h - pad + 14}" text-anchor="middle">0</text>',
+           f'<text x="{w - legend}" y="{h - pad + 14}" text-anchor="middle">{hi:.3g}</text>',
+           f'<text x="{pad - 4}" y="{pad / 2 + 4}" text-anchor="end">1</text>',
+           f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">0</text>']  # fmt: skip
+    for i, (name, s, _) in enumerate(series):
+        colour = palette[i % len(palette)]
+        idx = np.unique(np.linspace(0, s.size - 1, min(s.size, 300)).astype(int))
+        pts = " ".join(
+            f"{pad + min(s[j], hi) / hi * (w - legend - pad):.1f},"
+            f"{h - pad - (j + 1) / s.size * (h - 1.5 * pad):.1f}"
+            for j in idx
+        )
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{pts}"/>')
+        y = pad / 2 + 14 * i
+        out.append(f'<rect x="{w - legend + 10}" y="{y - 8}" width="10" height="10" fill="{colour}"/>'
+                   f'<text x="{w - legend + 25}" y="{y + 1}">{html.escape(name)}</text>')  # fmt: skip
     out.append("</svg>")
     return "\n".join(out)

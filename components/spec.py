@@ -151,11 +151,31 @@ class Training(StrictModel):
 
 
 class Target(StrictModel):
-    """The hardware the goals are measured on."""
+    """The hardware the goals are measured on.
 
-    device: Literal["cpu"] = "cpu"
-    threads: int = Field(default=2, ge=1, le=512)
+    ``provider`` picks the ONNX Runtime execution provider (default: the device's own). A
+    provider that ONNX Runtime cannot use fails the benchmark instead of silently measuring
+    the CPU.
+    """
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    provider: Literal["cpu", "cuda", "tensorrt"] | None = None
+    threads: int = Field(default=2, ge=1, le=512, description="intra-op threads, set explicitly")
     batch_sizes: tuple[int, ...] = Field(default=(1,), min_length=1)
+
+    @model_validator(mode="after")
+    def _provider_fits_device(self) -> Target:
+        gpu = self.provider in ("cuda", "tensorrt")
+        if self.provider is not None and gpu != (self.device == "cuda"):
+            raise ValueError(
+                f"provider {self.provider!r} does not run on device {self.device!r}; "
+                "use cpu with device cpu, cuda or tensorrt with device cuda"
+            )
+        return self
+
+    @property
+    def execution_provider(self) -> str:
+        return self.provider or self.device
 
     @field_validator("batch_sizes")
     @classmethod
@@ -166,12 +186,25 @@ class Target(StrictModel):
 
 
 class BenchmarkSettings(StrictModel):
-    """Timed runs continue until both ``min_runs`` and ``min_seconds`` are reached."""
+    """How latency is measured.
+
+    Timed runs continue until both ``min_runs`` and ``min_seconds`` are reached, or the median's
+    interval is within ``target_rel_ci`` of it, or ``max_runs``/``max_seconds`` is hit. Speedups
+    come from ``compare_rounds`` alternating processes per model.
+    """
 
     warmup: int = Field(default=10, ge=0)
     min_runs: int = Field(default=100, ge=1)
     min_seconds: float = Field(default=1.0, ge=0)
     max_runs: int = Field(default=20_000, ge=1)
+    max_seconds: float = Field(default=30.0, gt=0)
+    target_rel_ci: float = Field(default=0.0, ge=0, lt=1, description="0: never stop early")
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    # 7 rounds: the interval then trims 8 of the 49 pairwise ratios at each end, so one
+    # disturbed process cannot stretch it; 5 rounds trim only 2 of 25.
+    compare_rounds: int = Field(default=7, ge=4, le=50)
+    compare_seconds: float = Field(default=0.25, ge=0)
+    compare_min_runs: int = Field(default=50, ge=5)
 
     @model_validator(mode="after")
     def _runs_order(self) -> BenchmarkSettings:
@@ -321,6 +354,13 @@ class Spec(StrictModel):
         """A path from the spec, made absolute against the spec file's folder."""
         p = Path(path.removeprefix("file://")).expanduser()
         return p if p.is_absolute() else (self._base_dir / p).resolve()
+
+    def speed_batch(self) -> int:
+        """The batch size speed is compared at: the goals' batch, else the smallest measured."""
+        for goal in (self.goals.speedup, self.goals.latency):
+            if goal is not None:
+                return goal.batch
+        return self.target.batch_sizes[0]
 
     def missing_files(self) -> list[str]:
         """Files the spec names that do not exist, as ``field: path`` lines."""

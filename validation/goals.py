@@ -71,7 +71,9 @@ class GoalResult:
 class Evidence:
     """What the gate knows about one model: evaluation metrics, benchmark, per-example results.
 
-    ``latency_ms`` maps a batch size to its raw timed samples in milliseconds.
+    ``latency_ms`` maps a batch size to its raw timed samples in milliseconds;
+    ``comparisons`` maps a batch size to the interleaved comparison with the baseline
+    (``speedup``, ``interval`` [low, high], ``confidence``).
     """
 
     size_bytes: int | None = None
@@ -79,6 +81,7 @@ class Evidence:
     labels: np.ndarray | None = None
     predictions: np.ndarray | None = None
     latency_ms: dict[int, np.ndarray] = field(default_factory=dict)
+    comparisons: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def correct(self) -> np.ndarray | None:
@@ -157,27 +160,41 @@ class LatencyGoal(Goal):
 
 
 class SpeedupGoal(Goal):
-    """Relative latency: baseline latency / candidate latency is at least ``min``."""
+    """Relative latency: baseline median / candidate median is at least ``min``.
+
+    Decided on the lower end of the interval from the interleaved comparison of the two models
+    in alternating processes, never on two medians taken at different times.
+    """
 
     name: ClassVar[str] = "speedup"
     min: float = Field(gt=0)
-    percentile: float = Field(default=50, ge=50, lt=100)
     batch: int = Field(default=1, ge=1)
 
     def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
-        metric = f"speedup_p{self.percentile:g}@batch{self.batch}"
-        cand = candidate.latency_ms.get(self.batch)
-        base = baseline.latency_ms.get(self.batch)
-        if cand is None or len(cand) == 0:
-            return self._missing(metric, ">=", self.min, f"candidate latency at batch {self.batch}")
-        if base is None or len(base) == 0:
-            return self._missing(metric, ">=", self.min, f"baseline latency at batch {self.batch}")
-        value = float(np.percentile(base, self.percentile) / np.percentile(cand, self.percentile))
-        outcome = _decide(value, None, self.min, ">=")
-        sign = ">=" if outcome is Outcome.PASS else "<"
-        return GoalResult(
-            self.name, metric, ">=", self.min, value, outcome, f"{value:.2f}x {sign} {self.min:g}x"
-        )
+        metric = f"speedup@batch{self.batch}"
+        comp = candidate.comparisons.get(self.batch)
+        if comp is None:
+            return self._missing(
+                metric,
+                ">=",
+                self.min,
+                f"an interleaved comparison with the baseline at batch {self.batch}",
+            )
+        value, (low, high), conf = float(comp["speedup"]), comp["interval"], comp["confidence"]
+        if low is None or high is None:
+            return GoalResult(
+                self.name, metric, ">=", self.min, value, Outcome.INCONCLUSIVE,
+                f"{value:.2f}x, but too few rounds for a {conf:.0%} interval", None, conf,
+            )  # fmt: skip
+        outcome = _decide(value, low, self.min, ">=")
+        interval = f"{conf:.0%} interval [{low:.2f}, {high:.2f}]"
+        reason = {
+            Outcome.PASS: f"{value:.2f}x, {interval} >= {self.min:g}x",
+            Outcome.FAIL: f"{value:.2f}x < {self.min:g}x ({interval})",
+            Outcome.INCONCLUSIVE: f"{value:.2f}x meets {self.min:g}x but its {interval} reaches "
+            "below it: too noisy to decide",
+        }[outcome]
+        return GoalResult(self.name, metric, ">=", self.min, value, outcome, reason, low, conf)
 
 
 class SizeGoal(Goal):

@@ -9,8 +9,10 @@ import numpy as np
 __all__ = [
     "clopper_pearson_lower",
     "examples_needed",
+    "median_interval",
     "paired_bootstrap_upper",
     "percentile_upper_bound",
+    "ratio_interval",
     "runs_needed_for_percentile_bound",
 ]
 
@@ -93,3 +95,45 @@ def examples_needed(n: int, point: float, bound: float, limit: float) -> int | N
     if margin == 0 or (bound - point) * (limit - point) <= 0:
         return None
     return math.ceil(n * (spread / margin) ** 2)
+
+
+def median_interval(
+    samples: np.ndarray | list[float], confidence: float
+) -> tuple[float, float] | None:
+    """Distribution-free two-sided confidence interval of the median, from order statistics."""
+    from scipy.stats import binom
+
+    values = np.sort(np.asarray(samples, dtype=float))
+    n = values.size
+    alpha = 1.0 - confidence
+    lo = int(binom.ppf(alpha / 2, n, 0.5))  # P(X <= lo) ~ alpha/2
+    hi = n - lo - 1
+    if n == 0 or lo < 1 or hi >= n:
+        return None
+    return float(values[lo - 1]), float(values[hi])
+
+
+def ratio_interval(
+    baseline: np.ndarray | list[float], candidate: np.ndarray | list[float], confidence: float
+) -> tuple[float, float | None, float | None]:
+    """How many times faster the candidate is: baseline time / candidate time, with an interval.
+
+    Each input holds one median per independent process. The estimate is the Hodges-Lehmann
+    shift between log times, and the interval the Mann-Whitney one (normal approximation to
+    its rank distribution), so one slow process moves neither. The interval is None when there
+    are too few processes to give one at this confidence.
+    """
+    from scipy.stats import norm
+
+    b = np.log(np.asarray(baseline, dtype=float))
+    c = np.log(np.asarray(candidate, dtype=float))
+    n, m = b.size, c.size
+    if n == 0 or m == 0:
+        raise ValueError("ratio_interval needs at least one measurement of each model")
+    diffs = np.sort((b[:, None] - c[None, :]).ravel())
+    estimate = float(np.exp(np.median(diffs)))
+    z = norm.ppf(1.0 - (1.0 - confidence) / 2)
+    k = int(np.floor(n * m / 2 - z * np.sqrt(n * m * (n + m + 1) / 12)))
+    if k < 1:
+        return estimate, None, None
+    return estimate, float(np.exp(diffs[k - 1])), float(np.exp(diffs[n * m - k]))

@@ -26,6 +26,9 @@ from components.spec import load_spec
 
 pytestmark = pytest.mark.system
 
+# The pipeline is under test here, not the machine: short measurements keep it quick.
+QUICK_BENCHMARK = {"warmup": 5, "min_runs": 50, "min_seconds": 0.1, "compare_rounds": 4,
+                   "compare_seconds": 0.05, "compare_min_runs": 20}  # fmt: skip
 DETERMINISTIC_GOALS = {
     "size": {"max_ratio": 0.5},
     "accuracy": {"max_drop": 0.01, "confidence": 0.95},
@@ -47,7 +50,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def promoted(work: Path) -> RunLayout:
     """One full run of the built-in example (it trains the CNN), shared by the tests below."""
     spec = yaml.safe_load(demo_spec_path().read_text())
-    spec.update(goals=DETERMINISTIC_GOALS, select="smallest", registry=str(work / "registry"))
+    spec.update(goals=DETERMINISTIC_GOALS, select="smallest", registry=str(work / "registry"),
+                benchmark=QUICK_BENCHMARK)  # fmt: skip
     code = main(["run", str(write(work / "digits.yaml", spec)), "--runs-dir", str(work / "runs"),
                  "--run-id", "first"])  # fmt: skip
     assert code == 0
@@ -58,7 +62,8 @@ def onnx_spec(work: Path, run: RunLayout, name: str, **changes: Any) -> Path:
     """The example spec on the first run's exported baseline: no training needed."""
     spec = yaml.safe_load(demo_spec_path().read_text())
     spec.update({"model": {"onnx": str(run.baseline.model)}, "goals": DETERMINISTIC_GOALS,
-                 "select": "smallest", "registry": str(work / "registry"), **changes})  # fmt: skip
+                 "select": "smallest", "registry": str(work / "registry"),
+                 "benchmark": QUICK_BENCHMARK, **changes})  # fmt: skip
     return write(work / f"{name}.yaml", spec)
 
 
@@ -95,8 +100,14 @@ def test_the_report_shows_every_model(promoted: RunLayout) -> None:
     assert all(name in page for name in names) and "<svg" in page
     bench = read_json(promoted.baseline.benchmark)
     assert set(bench["batches"]) == {"1", "32"}
-    assert bench["batches"]["1"]["runs"] >= 200 and bench["environment"]["threads"] == 2
+    assert bench["batches"]["1"]["runs"] >= 50 and bench["environment"]["threads"] == 2
     assert len(bench["batches"]["1"]["samples_ms"]) == bench["batches"]["1"]["runs"]
+    assert bench["macs_per_example"] > 20_000_000  # the CNN's convolutions and classifier
+    for row in report["candidates"]:
+        comparison = read_json(promoted.candidate(row["name"]).comparison)
+        assert comparison["rounds"] == 4 and len(comparison["order"]) == 8
+        assert row["speedup"] == comparison["speedup"] and row["speedup_interval"] is not None
+    assert "Latency distribution" in page and "Throughput" in page
 
 
 def test_unreachable_goals_reject_write_nothing_and_keep_the_report(

@@ -129,18 +129,36 @@ def test_missing_metrics_fail_closed() -> None:
 
 def test_relative_goals_fail_without_a_baseline() -> None:
     cand = model(size=10, labels=[0, 1], preds=[0, 1], latency={1: [0.1] * 100})
-    assert SpeedupGoal(min=1).check(cand, EMPTY).outcome is Outcome.FAIL
     assert SizeGoal(max_ratio=1).check(cand, EMPTY).outcome is Outcome.FAIL
     assert AccuracyGoal(max_drop=0.1).check(cand, EMPTY).outcome is Outcome.FAIL
     assert AgreementGoal(min=0.5).check(cand, EMPTY).outcome is Outcome.FAIL
 
 
-def test_speedup_is_baseline_over_candidate() -> None:
-    base = model(latency={1: [1.0] * 100})
-    result = SpeedupGoal(min=1.5).check(model(latency={1: [0.5] * 100}), base)
-    assert result.value == pytest.approx(2.0) and result.outcome is Outcome.PASS
-    slower = SpeedupGoal(min=1.0).check(model(latency={1: [2.0] * 100}), base)
-    assert slower.value == pytest.approx(0.5) and slower.outcome is Outcome.FAIL
+def compared(speedup: float, low: float | None, high: float | None, batch: int = 1) -> Evidence:
+    comp = {"speedup": speedup, "interval": [low, high], "confidence": 0.95}
+    return Evidence(comparisons={batch: comp})
+
+
+def test_speedup_is_decided_on_the_comparison_interval() -> None:
+    ok = SpeedupGoal(min=1.5).check(compared(2.0, 1.8, 2.2), EMPTY)
+    assert ok.value == 2.0 and ok.bound == 1.8 and ok.outcome is Outcome.PASS
+    slower = SpeedupGoal(min=1.0).check(compared(0.5, 0.45, 0.55), EMPTY)
+    assert slower.outcome is Outcome.FAIL and "0.50x < 1x" in slower.reason
+    noisy = SpeedupGoal(min=1.2).check(compared(1.3, 0.9, 1.6), EMPTY)
+    assert noisy.outcome is Outcome.INCONCLUSIVE and "too noisy to decide" in noisy.reason
+    undecided = SpeedupGoal(min=1.2).check(compared(1.5, None, None), EMPTY)
+    assert undecided.outcome is Outcome.INCONCLUSIVE and "too few rounds" in undecided.reason
+
+
+def test_speedup_without_an_interleaved_comparison_fails_closed() -> None:
+    # medians taken one after the other are not evidence enough for a speedup
+    cand = model(latency={1: [0.5] * 100})
+    result = SpeedupGoal(min=1.5).check(cand, model(latency={1: [1.0] * 100}))
+    assert result.outcome is Outcome.FAIL and "interleaved comparison" in result.reason
+    assert (
+        SpeedupGoal(min=1.5, batch=32).check(compared(2.0, 1.9, 2.1, batch=1), EMPTY).outcome
+        is Outcome.FAIL
+    )
 
 
 def test_size_reports_the_bound_that_binds() -> None:

@@ -157,3 +157,9 @@ def test_json_schema_describes_every_optimizer() -> None:
     step = schema["$defs"]["RecipeStep"]
     assert "quantization.dynamic_int8" in step["anyOf"][0]["enum"]
     assert "per_channel" in json.dumps(step["anyOf"][1]["properties"]["quantization.dynamic_int8"])
+
+
+def test_provider_must_fit_the_device(demo_spec: dict[str, Any], write_spec: Any) -> None:
+    demo_spec["target"]["provider"] = "tensorrt"
+    (line,) = errors_of(write_spec(demo_spec))
+    assert "target: provider 'tensorrt' does not run on device 'cpu'" in line

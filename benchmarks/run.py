@@ -1,0 +1,82 @@
+"""`make bench`: the built-in example end to end, every candidate measured, and how repeatable
+the measurements are on this machine.
+
+Prints, for the baseline and every candidate: p50, p95 with its upper confidence bound,
+throughput at each batch size, size, MACs, the share of the machine's nominal compute peak the
+model reaches, and the speedup over the baseline with its interval. Then two repeatability
+checks: the same model benchmarked twice in a row (medians within 5%?), and the same model
+compared against itself (does the speedup interval contain 1?).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from components.benchmark import benchmark
+from components.cli import demo_spec_path
+from components.compare import compare
+from components.report import collect, speedup_text
+from components.runner import run
+from components.spec import load_spec
+
+
+def main() -> int:
+    console = Console(highlight=False, width=160)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        spec = load_spec(demo_spec_path(), {"registry": str(root / "registry")})
+        start = time.perf_counter()
+        result = run(spec, root / "runs", run_id="bench")
+        console.print(f"built-in example: {result.status} in {time.perf_counter() - start:.0f} s\n")
+        data = collect(spec, result.run_dir)
+        env = data["environment"]
+        console.print(f"{env['cpu']} ({env['simd']}, {env['cpu_mhz']:.0f} MHz), "
+                      f"{env['threads']} threads, onnxruntime {env['onnxruntime']}")  # fmt: skip
+        rows = [data["baseline"], *data["candidates"]]
+        batches = sorted({b for r in rows for b in r["batches"]})
+        table = Table(title="every model of the built-in example", title_justify="left")
+        for col in ("model", "p50 ms", "p95 ms", "p95 bound", *[f"inf/s @{b}" for b in batches],
+                    "size MB", "M MACs", "of limit", "speedup [95% interval]", "verdict"):  # fmt: skip
+            table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
+        for r in rows:
+            first = r["batches"][min(r["batches"])]
+            bench = result.run_dir / (
+                "baseline" if r["name"] == "baseline" else f"candidates/{r['name']}"
+            )
+            macs = first["macs"] / first["batch"] / 1e6
+            table.add_row(
+                r["name"], f"{first['p50_ms']:.3f}", f"{first['p95_ms']:.3f}",
+                f"{first['p95_upper_ms']:.3f}",
+                *[f"{r['batches'][b]['throughput_per_s']:,.0f}" for b in batches],
+                f"{r['size_bytes'] / 1e6:.2f}", f"{macs:.1f}",
+                f"{first['limit']['fraction_of_p50']:.0%}", speedup_text(r), r.get("outcome") or "",
+            )  # fmt: skip
+            assert bench.is_dir()
+        console.print(table)
+
+        base = result.run_dir / "baseline" / "model.onnx"
+        split = result.run_dir / "data" / "test.npz"
+        one = spec.target.model_copy(update={"batch_sizes": (1,)})
+        a = benchmark(base, split, root / "a.json", one, spec.benchmark)["batches"]["1"]["p50_ms"]
+        b = benchmark(base, split, root / "b.json", one, spec.benchmark)["batches"]["1"]["p50_ms"]
+        diff = abs(a - b) / min(a, b)
+        console.print(f"\nrepeatability: baseline benchmarked twice in a row: p50 {a:.4f} ms and "
+                      f"{b:.4f} ms, {diff:.1%} apart: "
+                      + ("within 5%" if diff <= 0.05 else "[red]NOT within 5%[/]"))  # fmt: skip
+        same = compare(base, base, split, 1, target=one, settings=spec.benchmark)
+        low, high = same["interval"]
+        contains = low is not None and low <= 1 <= high
+        console.print(f"self-comparison: baseline against itself: {same['speedup']:.3f}x, "
+                      f"95% interval [{low:.3f}, {high:.3f}]: "
+                      + ("contains 1" if contains else "[red]does NOT contain 1[/]"))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

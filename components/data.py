@@ -11,17 +11,30 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from components.errors import DataError
 from components.spec import BuiltinData, FileData, Spec, Split
 
-__all__ = ["SPLITS", "Table", "fingerprint", "load_dataset", "load_split", "save_split", "split"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "SPLITS",
+    "Table",
+    "builtin_labels",
+    "fingerprint",
+    "finite_check",
+    "load_frame",
+    "load_split",
+    "save_split",
+    "split",
+    "to_table",
+]
 
 SPLITS = ("train", "calibration", "test")
-MIN_ROWS_PER_CLASS = 3  # one each for train, calibration and test in a stratified split
 
 
 @dataclass(frozen=True)
@@ -35,26 +48,27 @@ class Table:
         return int(self.y.shape[0])
 
 
-def load_dataset(spec: Spec) -> Table:
-    """Load the spec's dataset and check that it can be trained and evaluated on.
+def load_frame(spec: Spec) -> tuple[pd.DataFrame, str, str]:
+    """The spec's dataset as a frame of feature columns and one label column.
 
-    Raises:
-        DataError: the file is missing or unreadable, or the table fails a check; the message
-            names the file, the column and the offending rows.
+    Only structural problems raise here (a missing or unreadable file, no label column); every
+    check on values belongs to the validation suite, so it shows in the run's Data Docs.
+
+    Returns:
+        (frame, label column, where the data came from)
     """
     source = spec.data
     if isinstance(source, BuiltinData):
-        table = _load_builtin(source.builtin)
-        where = f"data.builtin={source.builtin}"
-    else:
-        path = spec.resolve(source.path)
-        table = _load_file(path, source)
-        where = str(path)
-    _check(table, where)
-    return table
+        return _builtin_frame(source.builtin), "label", f"data.builtin={source.builtin}"
+    path = spec.resolve(source.path)
+    return _file_frame(path, source), source.label, str(path)
 
 
-def _load_builtin(name: str) -> Table:
+def builtin_labels(name: str) -> list[str]:
+    return [str(c) for c in _bunch(name).target_names]
+
+
+def _bunch(name: str) -> Any:
     from sklearn import datasets
 
     loader = {
@@ -62,16 +76,19 @@ def _load_builtin(name: str) -> Table:
         "breast_cancer": datasets.load_breast_cancer,
         "wine": datasets.load_wine,
     }[name]
-    bunch = loader()
-    return Table(
-        x=np.ascontiguousarray(bunch.data, dtype=np.float32),
-        y=np.asarray(bunch.target, dtype=np.int64),
-        feature_names=tuple(str(f) for f in bunch.feature_names),
-        classes=tuple(str(c) for c in bunch.target_names),
-    )
+    return loader()
 
 
-def _load_file(path: Path, source: FileData) -> Table:
+def _builtin_frame(name: str) -> pd.DataFrame:
+    import pandas as pd
+
+    bunch = _bunch(name)
+    frame = pd.DataFrame(bunch.data, columns=[str(f) for f in bunch.feature_names])
+    frame["label"] = np.asarray([str(c) for c in bunch.target_names])[bunch.target]
+    return frame
+
+
+def _file_frame(path: Path, source: FileData) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
@@ -84,14 +101,24 @@ def _load_file(path: Path, source: FileData) -> Table:
         )
     try:
         if fmt == "npz":
-            return _from_npz(path, source.label)
-        frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+            frame = _npz_frame(path, source.label)
+        else:
+            frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     except (OSError, ValueError, ImportError) as exc:
         raise DataError(f"data.path: cannot read {path} as {fmt}: {exc}") from exc
-    return _from_frame(frame, source.label, str(path))
+    if source.label not in frame.columns:
+        raise DataError(
+            f"{path}: label column {source.label!r} (data.label) not found; "
+            f"columns are {list(map(str, frame.columns))}"
+        )
+    if frame.shape[1] < 2:
+        raise DataError(f"{path}: no feature columns besides the label {source.label!r}")
+    return frame
 
 
-def _from_npz(path: Path, label: str) -> Table:
+def _npz_frame(path: Path, label: str) -> pd.DataFrame:
+    import pandas as pd
+
     with np.load(path, allow_pickle=False) as arrays:
         if "x" not in arrays or label not in arrays:
             raise DataError(
@@ -106,78 +133,27 @@ def _from_npz(path: Path, label: str) -> Table:
             f"{path}: array {label!r} must have one label per row of 'x' ({x.shape[0]}), "
             f"got shape {y.shape}"
         )
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: array 'x' must be numeric, got dtype {x.dtype}")
-    y_idx, classes = _encode_labels(y, str(path))
-    names = tuple(f"f{i}" for i in range(x.shape[1]))
-    return Table(np.ascontiguousarray(x, dtype=np.float32), y_idx, names, classes)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    frame[label] = y
+    return frame
 
 
-def _from_frame(frame: Any, label: str, where: str) -> Table:
-    import pandas as pd
-
-    if label not in frame.columns:
-        raise DataError(
-            f"{where}: label column {label!r} (data.label) not found; "
-            f"columns are {list(map(str, frame.columns))}"
-        )
+def to_table(frame: pd.DataFrame, label: str) -> Table:
+    """The validated frame as float32 features and int64 class indices (classes sorted)."""
     features = frame.drop(columns=[label])
-    non_numeric = [
-        str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
-    ]
-    if non_numeric:
-        raise DataError(
-            f"{where}: feature columns must be numeric; {non_numeric} are not "
-            f"(dtypes {[str(features[c].dtype) for c in non_numeric]})"
-        )
-    labels = frame[label]
-    missing = np.flatnonzero(labels.isna().to_numpy())
-    if missing.size:
-        raise DataError(
-            f"{where}: label column {label!r} has {missing.size} missing values "
-            f"(rows {_rows(missing)}); every row needs a label"
-        )
-    y, classes = _encode_labels(labels.to_numpy(), where)
-    x = features.to_numpy(dtype=np.float32, na_value=np.nan)
-    return Table(np.ascontiguousarray(x), y, tuple(map(str, features.columns)), classes)
+    values = frame[label].to_numpy()
+    classes, y = np.unique(values.astype(str), return_inverse=True)
+    x = features.to_numpy(dtype=np.float32)
+    return Table(
+        np.ascontiguousarray(x), y.astype(np.int64), tuple(map(str, features.columns)),
+        tuple(str(c) for c in classes),
+    )  # fmt: skip
 
 
-def _encode_labels(values: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    try:
-        classes, y = np.unique(values, return_inverse=True)
-    except TypeError as exc:
-        raise DataError(f"{where}: labels of mixed types cannot be sorted into classes") from exc
-    return y.astype(np.int64), tuple(str(c) for c in classes)
-
-
-def _rows(idx: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(str(int(i)) for i in idx[:limit])
-    return shown + (f", ... ({idx.size} in all)" if idx.size > limit else "")
-
-
-def _check(table: Table, where: str) -> None:
-    bad = ~np.isfinite(table.x)
-    if bad.any():
-        cols = np.flatnonzero(bad.any(axis=0))
-        rows = np.flatnonzero(bad.any(axis=1))
-        names = [table.feature_names[i] for i in cols[:5]]
-        raise DataError(
-            f"{where}: {int(bad.sum())} missing or infinite feature values in columns {names} "
-            f"(rows {_rows(rows)}); fill or drop them before the run"
-        )
-    if len(table.classes) < 2:
-        raise DataError(f"{where}: found only class {list(table.classes)}; need at least two")
-    counts = np.bincount(table.y, minlength=len(table.classes))
-    small = [
-        f"{table.classes[i]!r} ({int(c)} rows)"
-        for i, c in enumerate(counts)
-        if c < MIN_ROWS_PER_CLASS
-    ]
-    if small:
-        raise DataError(
-            f"{where}: classes {', '.join(small)} have fewer than {MIN_ROWS_PER_CLASS} rows; "
-            "each class needs rows in train, calibration and test"
-        )
+def finite_check(frame: pd.DataFrame, label: str) -> list[str]:
+    """Feature columns holding +-inf (the suite's null checks do not see them)."""
+    features = frame.drop(columns=[label]).select_dtypes("number")
+    return [str(c) for c in features.columns if np.isinf(features[c].to_numpy(dtype=float)).any()]
 
 
 def split(table: Table, params: Split) -> dict[str, Table]:

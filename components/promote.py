@@ -89,6 +89,7 @@ def promote(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "lineage": {
             "spec_sha256": spec.digest(),
             "data_fingerprint": dataset["fingerprint"],
+            "data_profile": dataset.get("profile"),
             "parent_model_sha256": base_metrics["sha256"],
             "recipe": optimize["recipe"],
             "optimizer_versions": {s["key"]: s["version"] for s in optimize["steps"]},

@@ -34,6 +34,7 @@ __all__ = [
     "BuiltinData",
     "BuiltinModel",
     "Candidate",
+    "DataValidation",
     "FactoryModel",
     "FileData",
     "OnnxModel",
@@ -135,6 +136,42 @@ class Split(StrictModel):
     test: float = Field(default=0.2, gt=0, le=0.5)
     calibration: float = Field(default=0.1, ge=0, le=0.5)
     seed: int = 0
+
+
+class UserExpectation(StrictModel):
+    """A great-expectations expectation of your own, by class or snake-case name."""
+
+    type: str = Field(examples=["expect_column_values_to_be_between"])
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataValidation(StrictModel):
+    """Checks the data must pass before anything is trained or calibrated on it.
+
+    ``ranges`` maps a feature column (or ``"*"`` for every feature) to ``[min, max]``;
+    ``reference`` is ``production`` (the profile stored with the model behind the registry's
+    production alias) or a ``dataset.json`` / ``card.json`` holding a profile, for drift checks.
+    """
+
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    labels: list[str] | None = Field(default=None, description="the allowed label values")
+    min_rows: int = Field(default=30, ge=1)
+    min_rows_per_split: int = Field(default=10, ge=1)
+    min_rows_per_class: int = Field(default=3, ge=1)
+    max_class_ratio: float | None = Field(default=20.0, ge=1)
+    allow_duplicates: bool = False
+    allow_train_test_overlap: bool = False
+    reference: str | None = None
+    max_drift_psi: float = Field(default=0.25, gt=0)
+    expectations: list[UserExpectation] = Field(default_factory=list)
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        bad = [f"{k}: [{lo}, {hi}]" for k, (lo, hi) in v.items() if lo > hi]
+        if bad:
+            raise ValueError(f"each range must be [min, max] with min <= max; got {bad}")
+        return v
 
 
 # --- training, target, benchmark --------------------------------------------------------------
@@ -294,6 +331,7 @@ class Spec(StrictModel):
     model: ModelSource
     data: DataSource
     split: Split = Split()
+    validation: DataValidation = DataValidation()
     training: Training = Training()
     target: Target = Target()
     benchmark: BenchmarkSettings = BenchmarkSettings()

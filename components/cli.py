@@ -31,7 +31,7 @@ EPILOG = """exit codes:
   3  rejected: no candidate met the goals; nothing was written to the registry
 """
 
-RUN_STEPS = ("prepare_data", "baseline", "candidate", "gate", "promote", "report")
+RUN_STEPS = ("prepare_data", "baseline", "champion", "candidate", "gate", "promote", "report")
 
 
 def _console() -> Console:
@@ -219,6 +219,7 @@ def cmd_step(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     import components.baseline
+    import components.champion
     import components.gate
     import components.optimize
     import components.prepare
@@ -231,6 +232,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     fns = {
         "prepare_data": components.prepare.prepare_data,
         "baseline": components.baseline.baseline,
+        "champion": components.champion.champion,
         "gate": components.gate.gate,
         "promote": components.promote.promote,
         "report": components.report.report,

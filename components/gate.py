@@ -11,16 +11,16 @@ from components.layout import ModelDir, RunLayout, read_json, write_json
 from components.spec import Spec
 from validation.goals import Evidence, GoalResult, Outcome
 
-__all__ = ["gate", "load_evidence"]
+__all__ = ["gate", "load_evidence", "pareto_front", "pareto_knee", "select"]
 
 
 def load_evidence(model: ModelDir) -> Evidence:
     """Whatever was measured for one model; anything missing stays None and fails its goals."""
     metrics = read_json(model.metrics) if model.metrics.is_file() else {}
-    labels = predictions = None
+    labels = predictions = logits = None
     if model.predictions.is_file():
         with np.load(model.predictions, allow_pickle=False) as arrays:
-            labels, predictions = arrays["labels"], arrays["predictions"]
+            labels, predictions, logits = arrays["labels"], arrays["predictions"], arrays["logits"]
     latency: dict[int, np.ndarray] = {}
     comparisons: dict[int, dict[str, Any]] = {}
     if model.comparison.is_file():
@@ -34,9 +34,23 @@ def load_evidence(model: ModelDir) -> Evidence:
         accuracy=metrics.get("accuracy"),
         labels=labels,
         predictions=predictions,
+        logits=logits,
         latency_ms=latency,
         comparisons=comparisons,
     )
+
+
+def _champion_evidence(run: RunLayout) -> Evidence | None:
+    """None when no model is behind production; empty evidence when it could not be scored."""
+    record = run.champion.root / "champion.json"
+    if not record.is_file() or read_json(record).get("version") is None:
+        return None
+    return load_evidence(run.champion)
+
+
+def _champion_version(run: RunLayout) -> int | None:
+    record = run.champion.root / "champion.json"
+    return read_json(record).get("version") if record.is_file() else None
 
 
 def _worst(results: list[GoalResult]) -> Outcome:
@@ -55,6 +69,7 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
     """
     run = RunLayout(run_dir)
     base = load_evidence(run.baseline)
+    champion = _champion_evidence(run)
     batch = spec.speed_batch()
     entries = []
     for cand in spec.candidate_names():
@@ -62,7 +77,7 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
         error = mdir.root / "error.json"
         metrics = read_json(mdir.metrics) if mdir.metrics.is_file() else {}
         ev = load_evidence(mdir)
-        results = spec.goals.check(ev, base)
+        results = spec.goals.check(ev, base, champion)
         outcome = _worst(results)
         entry: dict[str, Any] = {
             "name": cand.name,
@@ -83,26 +98,66 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
         entries.append(entry)
 
     passing = [e for e in entries if e["passed"] and e["sha256"]]
-    if spec.select == "fastest" and all(e["speedup"] is not None for e in passing):
-        # interleaved comparisons against the same baseline rank candidates more robustly
-        # than medians measured one after the other
-        key, sign = "speedup", -1.0
-    else:
-        key, sign = ("latency_p50_ms" if spec.select == "fastest" else "size_bytes"), 1.0
-    selected = min(passing, key=lambda e: (sign * e[key], e["name"])) if passing else None
-    if selected:
-        reason = (
-            f"{len(passing)} of {len(entries)} candidates met every goal; "
-            f"{selected['name']} is the {spec.select} ({key} = {selected[key]:.4g})"
-        )
-    else:
+    selected, reason = select(passing, spec.select)
+    if selected is None:
         reason = f"none of {len(entries)} candidates met every goal"
+    else:
+        reason = f"{len(passing)} of {len(entries)} candidates met every goal; {reason}"
     verdict = {
         "policy": spec.select,
         "selected": selected["name"] if selected else None,
         "reason": reason,
         "goals": spec.goals.model_dump(exclude_none=True),
+        "champion": _champion_version(run),
         "candidates": entries,
     }
     write_json(run.verdict, verdict)
     return verdict
+
+
+def pareto_front(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Candidates no other candidate beats on both latency and accuracy, fastest first."""
+    pts = [e for e in entries if e["latency_p50_ms"] is not None and e["accuracy"] is not None]
+    front = [
+        e for e in pts
+        if not any(
+            o["latency_p50_ms"] <= e["latency_p50_ms"] and o["accuracy"] >= e["accuracy"]
+            and (o["latency_p50_ms"] < e["latency_p50_ms"] or o["accuracy"] > e["accuracy"])
+            for o in pts
+        )
+    ]  # fmt: skip
+    return sorted(front, key=lambda e: (e["latency_p50_ms"], -e["accuracy"], e["name"]))
+
+
+def pareto_knee(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The front's point farthest from the line joining its two ends (both axes normalized)."""
+    front = pareto_front(entries) or sorted(entries, key=lambda e: e["name"])
+    if len(front) <= 2:
+        return front[0]
+    lat = np.array([e["latency_p50_ms"] for e in front])
+    acc = np.array([e["accuracy"] for e in front])
+    x = (lat - lat.min()) / ((lat.max() - lat.min()) or 1.0)
+    y = (acc - acc.min()) / ((acc.max() - acc.min()) or 1.0)
+    # distance from (x, y) to the line through the first and last points
+    dx, dy = x[-1] - x[0], y[-1] - y[0]
+    dist = np.abs(dy * (x - x[0]) - dx * (y - y[0])) / (np.hypot(dx, dy) or 1.0)
+    best = max(range(len(front)), key=lambda i: (round(float(dist[i]), 12), -i))
+    return front[best]
+
+
+def select(passing: list[dict[str, Any]], policy: str) -> tuple[dict[str, Any] | None, str]:
+    """The candidate the policy picks among passing ones; ties broken by name."""
+    if not passing:
+        return None, ""
+    if policy == "knee":
+        chosen = pareto_knee(passing)
+        names = [e["name"] for e in pareto_front(passing)]
+        return chosen, f"{chosen['name']} is the knee of the latency/accuracy Pareto front {names}"
+    if policy == "fastest" and all(e["speedup"] is not None for e in passing):
+        # interleaved comparisons against the same baseline rank candidates more robustly
+        # than medians measured one after the other
+        chosen = min(passing, key=lambda e: (-e["speedup"], e["name"]))
+        return chosen, f"{chosen['name']} is the fastest (speedup {chosen['speedup']:.3g}x)"
+    key = "latency_p50_ms" if policy == "fastest" else "size_bytes"
+    chosen = min(passing, key=lambda e: (e[key] if e[key] is not None else float("inf"), e["name"]))
+    return chosen, f"{chosen['name']} is the {policy} ({key} = {chosen[key]:.4g})"

@@ -80,6 +80,11 @@ class RunLayout:
         return ModelDir(self.root / "candidates" / name)
 
     @property
+    def champion(self) -> ModelDir:
+        """The model behind the registry's production alias, scored on this run's test split."""
+        return ModelDir(self.root / "champion")
+
+    @property
     def verdict(self) -> Path:
         return self.root / "verdict.json"
 

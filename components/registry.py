@@ -116,6 +116,15 @@ class FileRegistry:
             return []
         return [json.loads(p.read_text()) for p in sorted(edir.glob("*.json"))]
 
+    def file(self, model: str, version: int, name: str) -> Path:
+        """The path of one file of a version (``model.onnx``, ``card.json``, ``report.html``)."""
+        if "/" in name or name in ("", ".", ".."):
+            raise RegistryError(f"file name {name!r} is not allowed")
+        path = self._version_dir(model, version) / name
+        if not path.is_file():
+            raise RegistryError(f"{model} version {version} has no {name} in {self.root}")
+        return path
+
     def verify(self, model: str, version: int) -> None:
         """Raise unless every file of the version matches the checksum its card recorded."""
         vdir = self._version_dir(model, version)

@@ -240,6 +240,11 @@ def _scatter(rows: list[dict[str, Any]]) -> str:
         return h - pad - (v - y0) / ((y1 - y0) or 1) * (h - 2 * pad)
 
     color = {"pass": "#17692b", "fail": "#b3261e", "inconclusive": "#a35a00"}
+    # the Pareto front: no other model is both faster and more accurate
+    front = sorted(
+        (p for p in pts if not any(q[0] <= p[0] and q[1] >= p[1] and q[:2] != p[:2] for q in pts)),
+        key=lambda p: p[0],
+    )
     out = [f'<h2>Latency and accuracy</h2><svg width="{w}" height="{h}" '
            f'xmlns="http://www.w3.org/2000/svg" font-size="11">',
            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad - label_room}" y2="{h - pad}" stroke="#999"/>',
@@ -252,6 +257,11 @@ def _scatter(rows: list[dict[str, Any]]) -> str:
            f'<text x="{w - pad - label_room}" y="{h - pad + 14}" text-anchor="middle">{x1:.3g}</text>',
            f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{y0:.3f}</text>',
            f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{y1:.3f}</text>']  # fmt: skip
+    if len(front) > 1:
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _, _ in front)
+        out.append(f'<polyline fill="none" stroke="#888" stroke-dasharray="4 3" points="{line}"/>')
+        out.append(f'<text x="{sx(front[-1][0]) + 8:.1f}" y="{sy(front[-1][1]) - 8:.1f}" '
+                   'fill="#888">Pareto front</text>')  # fmt: skip
     for i, (x, y, name, outcome) in enumerate(pts):
         fill = color.get(outcome or "", "#1f5fbf")
         # stagger the labels: models of equal accuracy would otherwise print over each other

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from components.baseline import baseline
+from components.champion import champion
 from components.errors import EXIT_OK, EXIT_REJECTED, InputError, SlimgateError
 from components.gate import gate
 from components.layout import RunLayout, write_json
@@ -83,6 +84,8 @@ def run(
     try:
         step("prepare_data", prepare_data)
         step("baseline", baseline)
+        if spec.goals.champion is not None:
+            step("champion", champion)
         for cand in spec.candidate_names():
             try:
                 step(f"candidate {cand.name}", candidate, cand.name)

@@ -337,7 +337,9 @@ class Spec(StrictModel):
     benchmark: BenchmarkSettings = BenchmarkSettings()
     goals: Goals
     candidates: tuple[Candidate, ...] = Field(min_length=1)
-    select: Literal["fastest", "smallest"] = "fastest"
+    select: Literal["fastest", "smallest", "knee"] = Field(
+        default="fastest", description="knee: of the latency/accuracy Pareto front"
+    )
     registry: str = "file://./registry"
     schedule: str | None = Field(default=None, description="cron expression for the Airflow DAG")
 

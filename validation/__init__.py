@@ -3,12 +3,15 @@
 from validation.goals import (
     AccuracyGoal,
     AgreementGoal,
+    ChampionGoal,
     Evidence,
+    FidelityGoal,
     Goal,
     GoalResult,
     Goals,
     LatencyGoal,
     Outcome,
+    PerClassGoal,
     SizeGoal,
     SpeedupGoal,
 )
@@ -16,12 +19,15 @@ from validation.goals import (
 __all__ = [
     "AccuracyGoal",
     "AgreementGoal",
+    "ChampionGoal",
     "Evidence",
+    "FidelityGoal",
     "Goal",
     "GoalResult",
     "Goals",
     "LatencyGoal",
     "Outcome",
+    "PerClassGoal",
     "SizeGoal",
     "SpeedupGoal",
 ]

@@ -9,7 +9,7 @@ does not is ``inconclusive``, which blocks promotion like a failure.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
@@ -28,12 +28,15 @@ from validation.stats import (
 __all__ = [
     "AccuracyGoal",
     "AgreementGoal",
+    "ChampionGoal",
     "Evidence",
+    "FidelityGoal",
     "Goal",
     "GoalResult",
     "Goals",
     "LatencyGoal",
     "Outcome",
+    "PerClassGoal",
     "SizeGoal",
     "SpeedupGoal",
 ]
@@ -80,6 +83,7 @@ class Evidence:
     accuracy: float | None = None
     labels: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    logits: np.ndarray | None = None
     latency_ms: dict[int, np.ndarray] = field(default_factory=dict)
     comparisons: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -96,7 +100,10 @@ class Goal(StrictModel, ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult: ...
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
+        """Decide the goal for ``candidate``; ``champion`` is the production model, if any."""
 
     def _missing(
         self, metric: str, comparison: Literal["<=", ">="], threshold: float, what: str
@@ -104,6 +111,13 @@ class Goal(StrictModel, ABC):
         return GoalResult(
             self.name, metric, comparison, threshold, None, Outcome.FAIL, f"{what} was not measured"
         )
+
+
+_ORDER = {"fail": 0, "inconclusive": 1, "pass": 2}
+
+
+def _worst_of(results: list[GoalResult]) -> GoalResult:
+    return min(results, key=lambda r: _ORDER[r.outcome.value])
 
 
 def _decide(
@@ -131,7 +145,9 @@ class LatencyGoal(Goal):
     batch: int = Field(default=1, ge=1)
     confidence: float = Field(default=0.95, ge=0.5, lt=1)
 
-    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
         metric = f"latency_p{self.percentile:g}_ms@batch{self.batch}"
         samples = candidate.latency_ms.get(self.batch)
         if samples is None or len(samples) == 0:
@@ -170,7 +186,9 @@ class SpeedupGoal(Goal):
     min: float = Field(gt=0)
     batch: int = Field(default=1, ge=1)
 
-    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
         metric = f"speedup@batch{self.batch}"
         comp = candidate.comparisons.get(self.batch)
         if comp is None:
@@ -210,7 +228,9 @@ class SizeGoal(Goal):
             raise ValueError("set max_mb, max_ratio or both")
         return self
 
-    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
         results = []
         if self.max_mb is not None:
             if candidate.size_bytes is None:
@@ -247,22 +267,45 @@ class AccuracyGoal(Goal):
     name: ClassVar[str] = "accuracy"
     min: float | None = Field(default=None, gt=0, le=1)
     max_drop: float | None = Field(default=None, ge=0, lt=1)
+    max_relative_drop: float | None = Field(
+        default=None, ge=0, lt=1, description="drop as a share of the baseline's accuracy"
+    )
     confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
 
     @model_validator(mode="after")
     def _one_bound(self) -> AccuracyGoal:
-        if self.min is None and self.max_drop is None:
-            raise ValueError("set min, max_drop or both")
+        if self.min is None and self.max_drop is None and self.max_relative_drop is None:
+            raise ValueError("set min, max_drop, max_relative_drop, or several")
         return self
 
-    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
         results = []
         if self.min is not None:
             results.append(self._check_min(candidate, self.min))
         if self.max_drop is not None:
             results.append(self._check_drop(candidate, baseline, self.max_drop))
-        order = {Outcome.FAIL: 0, Outcome.INCONCLUSIVE: 1, Outcome.PASS: 2}
-        return min(results, key=lambda r: order[r.outcome])
+        if self.max_relative_drop is not None:
+            base = baseline.correct
+            if base is None or base.size == 0 or base.mean() == 0:
+                results.append(
+                    self._missing(
+                        "accuracy_drop", "<=", self.max_relative_drop, "baseline accuracy"
+                    )
+                )
+            else:
+                # a relative drop of r is an absolute drop of r * baseline accuracy
+                limit = self.max_relative_drop * float(base.mean())
+                res = self._check_drop(candidate, baseline, limit)
+                results.append(
+                    replace(
+                        res,
+                        reason=res.reason
+                        + f" ({self.max_relative_drop:g} of the baseline's {base.mean():.4f})",
+                    )
+                )
+        return _worst_of(results)
 
     def _check_min(self, candidate: Evidence, limit: float) -> GoalResult:
         correct = candidate.correct
@@ -325,7 +368,9 @@ class AgreementGoal(Goal):
     min: float = Field(gt=0, le=1)
     confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
 
-    def check(self, candidate: Evidence, baseline: Evidence) -> GoalResult:
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
         if candidate.predictions is None or baseline.predictions is None:
             return self._missing(
                 "agreement", ">=", self.min, "predictions of candidate or baseline"
@@ -350,6 +395,126 @@ class AgreementGoal(Goal):
         )
 
 
+class PerClassGoal(Goal):
+    """The worst class's accuracy drop from the baseline is at most ``max_drop``.
+
+    An overall drop can hide one class that collapses; this bounds every class, each with a
+    paired bootstrap on that class's examples (so small classes need more evidence to pass).
+    """
+
+    name: ClassVar[str] = "per_class"
+    max_drop: float = Field(ge=0, lt=1)
+    confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
+
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
+        cand, base = candidate.correct, baseline.correct
+        if cand is None or base is None or candidate.labels is None:
+            return self._missing("worst_class_drop", "<=", self.max_drop, "per-example accuracy")
+        if cand.shape != base.shape or not np.array_equal(
+            candidate.labels, np.asarray(baseline.labels)
+        ):
+            return GoalResult(self.name, "worst_class_drop", "<=", self.max_drop, None, Outcome.FAIL,
+                              "candidate and baseline were evaluated on different examples")  # fmt: skip
+        per_class = []
+        for cls in np.unique(candidate.labels):
+            mask = candidate.labels == cls
+            drop = float(base[mask].mean() - cand[mask].mean())
+            bound = (
+                None
+                if self.confidence is None
+                else paired_bootstrap_upper(base[mask], cand[mask], self.confidence)
+            )
+            per_class.append(
+                (drop if bound is None else bound, drop, bound, int(cls), int(mask.sum()))
+            )
+        _, value, bound, cls, n = max(per_class)
+        outcome = _decide(value, bound, self.max_drop, "<=")
+        reason = f"worst class {cls} ({n} examples): drop {value:+.4f}"
+        if bound is not None:
+            reason += f", upper bound {bound:+.4f}"
+        reason += {Outcome.PASS: " <= ", Outcome.FAIL: " > "}.get(
+            outcome, ", bound above "
+        ) + f"{self.max_drop:g}"
+        return GoalResult(self.name, "worst_class_drop", "<=", self.max_drop, value, outcome, reason,
+                          bound, self.confidence)  # fmt: skip
+
+
+class FidelityGoal(Goal):
+    """The candidate's raw outputs stay close to the baseline's; needs no labels.
+
+    ``min_cosine`` bounds the mean cosine similarity of the output vectors, ``max_abs_error``
+    the largest absolute difference of any output value.
+    """
+
+    name: ClassVar[str] = "fidelity"
+    min_cosine: float | None = Field(default=None, gt=-1, le=1)
+    max_abs_error: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> FidelityGoal:
+        if self.min_cosine is None and self.max_abs_error is None:
+            raise ValueError("set min_cosine, max_abs_error or both")
+        return self
+
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
+        limit = self.min_cosine if self.min_cosine is not None else (self.max_abs_error or 0.0)
+        a, b = candidate.logits, baseline.logits
+        if a is None or b is None or a.shape != b.shape:
+            return self._missing(
+                "output_fidelity", ">=", limit, "comparable outputs of candidate and baseline"
+            )
+        results = []
+        if self.min_cosine is not None:
+            num = (a * b).sum(axis=1)
+            den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            cos = float(np.mean(num / np.maximum(den, 1e-12)))
+            outcome = _decide(cos, None, self.min_cosine, ">=")
+            results.append(GoalResult(self.name, "mean_cosine", ">=", self.min_cosine, cos, outcome,
+                                      f"mean cosine similarity {cos:.6f} {'>=' if outcome is Outcome.PASS else '<'} {self.min_cosine:g}"))  # fmt: skip
+        if self.max_abs_error is not None:
+            err = float(np.abs(a - b).max())
+            outcome = _decide(err, None, self.max_abs_error, "<=")
+            results.append(GoalResult(self.name, "max_abs_error", "<=", self.max_abs_error, err, outcome,
+                                      f"largest output difference {err:.4g} {'<=' if outcome is Outcome.PASS else '>'} {self.max_abs_error:g}"))  # fmt: skip
+        return _worst_of(results)
+
+
+class ChampionGoal(Goal):
+    """Champion/challenger: the candidate against the model now behind ``production``.
+
+    Both are scored on this run's test split. With no production model yet, ``first_release``
+    decides: ``fail`` (the default) blocks, ``pass`` lets the first release through, recorded.
+    """
+
+    name: ClassVar[str] = "champion"
+    max_accuracy_drop: float = Field(default=0.0, ge=0, lt=1)
+    confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
+    first_release: Literal["fail", "pass"] = "fail"
+
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> GoalResult:
+        metric = "accuracy_drop_vs_production"
+        if champion is None:
+            outcome = Outcome.PASS if self.first_release == "pass" else Outcome.FAIL
+            reason = "no model is behind production yet: " + (
+                "first release allowed (goals.champion.first_release: pass)"
+                if outcome is Outcome.PASS
+                else "set goals.champion.first_release: pass to allow the first release"
+            )
+            return GoalResult(
+                self.name, metric, "<=", self.max_accuracy_drop, None, outcome, reason
+            )
+        drop = AccuracyGoal(max_drop=self.max_accuracy_drop, confidence=self.confidence)
+        result = drop._check_drop(candidate, champion, self.max_accuracy_drop)
+        return replace(result, goal=self.name, metric=metric,
+                       reason=result.reason.replace("drop", "drop from production", 1))  # fmt: skip
+
+
 class Goals(StrictModel):
     """The goals a candidate must meet, all of them, to be promoted."""
 
@@ -357,7 +522,10 @@ class Goals(StrictModel):
     speedup: SpeedupGoal | None = None
     size: SizeGoal | None = None
     accuracy: AccuracyGoal | None = None
+    per_class: PerClassGoal | None = None
     agreement: AgreementGoal | None = None
+    fidelity: FidelityGoal | None = None
+    champion: ChampionGoal | None = None
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Goals:
@@ -372,5 +540,7 @@ class Goals(StrictModel):
         """The goals that are set, in a fixed order."""
         return [g for name in type(self).model_fields if (g := getattr(self, name)) is not None]
 
-    def check(self, candidate: Evidence, baseline: Evidence) -> list[GoalResult]:
-        return [goal.check(candidate, baseline) for goal in self.active()]
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+    ) -> list[GoalResult]:
+        return [goal.check(candidate, baseline, champion) for goal in self.active()]

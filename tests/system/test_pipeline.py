@@ -223,3 +223,48 @@ def test_schema_and_optimizers_commands(tmp_path: Path) -> None:
     assert schema.returncode == 0 and json.loads(schema.stdout)["title"] == "Spec"
     listing = slimgate("optimizers", "list", cwd=tmp_path)
     assert "quantization.dynamic_int8" in listing.stdout and "onnx" in listing.stdout
+
+
+def test_a_tiny_evaluation_split_is_inconclusive_and_promotes_nothing(
+    promoted: RunLayout, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = work / "registry"
+    before = sorted(p.relative_to(registry) for p in registry.rglob("*"))
+    # 36 test examples: even all correct, 95% confidence cannot put accuracy above 0.97
+    spec = onnx_spec(work, promoted, "tiny", split={"test": 0.02, "calibration": 0.1, "seed": 0},
+                     goals={"accuracy": {"min": 0.97}})  # fmt: skip
+    code = main(["run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "tiny"])
+    assert code == 3
+    verdict = read_json(RunLayout(work / "runs" / "tiny").verdict)
+    for cand in verdict["candidates"]:
+        (goal,) = cand["goals"]
+        assert goal["outcome"] == "inconclusive" and goal["value"] >= 0.97 and goal["bound"] < 0.97
+        assert "examples would decide it" in goal["reason"]
+    assert sorted(p.relative_to(registry) for p in registry.rglob("*")) == before
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_champion_challenger_against_the_production_version(
+    promoted: RunLayout, work: Path
+) -> None:
+    goals = {**DETERMINISTIC_GOALS, "champion": {"max_accuracy_drop": 0.0}}
+    spec = onnx_spec(work, promoted, "challenger", goals=goals)
+    assert main(["run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "challenger"]) == 0
+    run = RunLayout(work / "runs" / "challenger")
+    assert read_json(run.champion.root / "champion.json")["version"] == 1
+    verdict = read_json(run.verdict)
+    assert verdict["champion"] == 1
+    champion_goals = [
+        g for c in verdict["candidates"] for g in c["goals"] if g["goal"] == "champion"
+    ]
+    assert len(champion_goals) == 3 and all(
+        "from production" in g["reason"] for g in champion_goals
+    )
+
+    # a fresh registry has no champion: the goal blocks unless the first release is allowed
+    fresh = onnx_spec(work, promoted, "first", goals=goals, registry=str(work / "fresh-registry"))
+    assert (
+        main(["run", str(fresh), "--runs-dir", str(work / "runs"), "--run-id", "first-release"])
+        == 3
+    )
+    assert not (work / "fresh-registry").exists()

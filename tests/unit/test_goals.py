@@ -7,10 +7,13 @@ from pydantic import ValidationError
 from validation.goals import (
     AccuracyGoal,
     AgreementGoal,
+    ChampionGoal,
     Evidence,
+    FidelityGoal,
     Goals,
     LatencyGoal,
     Outcome,
+    PerClassGoal,
     SizeGoal,
     SpeedupGoal,
 )
@@ -213,7 +216,78 @@ def test_agreement_uses_a_lower_bound() -> None:
 def test_goal_configs_are_checked() -> None:
     with pytest.raises(ValidationError, match="set max_mb, max_ratio or both"):
         SizeGoal()
-    with pytest.raises(ValidationError, match="set min, max_drop or both"):
+    with pytest.raises(ValidationError, match="set min, max_drop, max_relative_drop, or several"):
         AccuracyGoal()
     with pytest.raises(ValidationError, match="max_ms"):
         LatencyGoal(max_ms=0)
+
+
+# --- per-class, relative drop, fidelity, champion ------------------------------------------------
+
+
+def test_relative_accuracy_drop_scales_with_the_baseline() -> None:
+    labels = [0, 1] * 500
+    base_preds = list(labels)
+    for i in range(0, 200, 2):  # baseline wrong on 100 examples: accuracy 0.9
+        base_preds[i] = 1 - base_preds[i]
+    cand_preds = list(base_preds)
+    for i in range(1, 21, 2):  # candidate wrong on 10 more: drop 0.01
+        cand_preds[i] = 1 - cand_preds[i]
+    base, cand = model(labels=labels, preds=base_preds), model(labels=labels, preds=cand_preds)
+    # 0.01 absolute of 0.9 is 1.1% relative
+    assert (
+        AccuracyGoal(max_relative_drop=0.005, confidence=None).check(cand, base).outcome
+        is Outcome.FAIL
+    )
+    ok = AccuracyGoal(max_relative_drop=0.05).check(cand, base)
+    assert ok.outcome is Outcome.PASS and "of the baseline's 0.9000" in ok.reason
+
+
+def test_a_collapsed_class_fails_the_per_class_goal_though_the_overall_drop_is_small() -> None:
+    labels = np.repeat(np.arange(10), 100)
+    cand = labels.copy()
+    cand[labels == 3] = 5  # class 3 entirely lost: overall drop 0.1
+    base_ev, cand_ev = (
+        model(labels=list(labels), preds=list(labels)),
+        model(labels=list(labels), preds=list(cand)),
+    )
+    result = PerClassGoal(max_drop=0.2).check(cand_ev, base_ev)
+    assert (
+        result.outcome is Outcome.FAIL
+        and "worst class 3 (100 examples): drop +1.0000" in result.reason
+    )
+    assert AccuracyGoal(max_drop=0.2).check(cand_ev, base_ev).outcome is Outcome.PASS
+
+
+def test_fidelity_compares_raw_outputs_without_labels() -> None:
+    rng = np.random.default_rng(0)
+    out = rng.normal(size=(200, 10))
+    close = Evidence(logits=out + rng.normal(0, 1e-3, size=out.shape))
+    far = Evidence(logits=out + rng.normal(0, 1.0, size=out.shape))
+    base = Evidence(logits=out)
+    assert (
+        FidelityGoal(min_cosine=0.999, max_abs_error=0.01).check(close, base).outcome
+        is Outcome.PASS
+    )
+    result = FidelityGoal(min_cosine=0.999).check(far, base)
+    assert result.outcome is Outcome.FAIL and result.metric == "mean_cosine"
+    assert FidelityGoal(max_abs_error=0.1).check(EMPTY, base).outcome is Outcome.FAIL
+
+
+def test_champion_goal_compares_with_production_and_guards_the_first_release() -> None:
+    labels = [0, 1] * 200
+    champ = model(labels=labels, preds=labels)
+    worse = list(labels)
+    worse[:20] = [1 - v for v in worse[:20]]
+    cand = model(labels=labels, preds=worse)
+    result = ChampionGoal(max_accuracy_drop=0.01).check(cand, EMPTY, champ)
+    assert result.outcome is Outcome.FAIL and result.metric == "accuracy_drop_vs_production"
+    assert (
+        ChampionGoal().check(model(labels=labels, preds=labels), EMPTY, champ).outcome
+        is Outcome.PASS
+    )
+    first = ChampionGoal().check(cand, EMPTY, None)
+    assert first.outcome is Outcome.FAIL and "first_release: pass" in first.reason
+    assert ChampionGoal(first_release="pass").check(cand, EMPTY, None).outcome is Outcome.PASS
+    # a champion that exists but could not be scored fails closed
+    assert ChampionGoal(first_release="pass").check(cand, EMPTY, Evidence()).outcome is Outcome.FAIL

@@ -44,7 +44,10 @@ def test_unknown_key_names_the_path_and_allowed_fields(
     demo_spec["goals"]["latncy"] = demo_spec["goals"].pop("latency")
     (line,) = errors_of(write_spec(demo_spec))
     assert "goals: unknown field 'latncy'" in line
-    assert "allowed: accuracy, agreement, latency, size, speedup" in line
+    assert (
+        "allowed: accuracy, agreement, champion, fidelity, latency, per_class, size, speedup"
+        in line
+    )
 
 
 def test_wrong_type_names_the_field_and_the_value(
@@ -111,7 +114,7 @@ def test_every_problem_gets_its_own_line(demo_spec: dict[str, Any], write_spec: 
     lines = errors_of(write_spec(demo_spec))
     assert len(lines) == 2
     assert any("target.threads" in line for line in lines)
-    assert any("select" in line and "'fastest' or 'smallest'" in line for line in lines)
+    assert any("select" in line and "'fastest', 'smallest' or 'knee'" in line for line in lines)
 
 
 def test_s3_registry_is_refused_until_supported(demo_spec: dict[str, Any], write_spec: Any) -> None:

@@ -1,0 +1,49 @@
+"""The champion step: score the model behind the registry's production alias on this run's data.
+
+Runs only when the spec has a ``champion`` goal. Writes ``champion/champion.json`` (which
+version, or why none), and when there is one, its metrics and predictions on this run's test
+split, so the gate can compare challenger and champion example by example.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from components.baseline import dataset_info
+from components.errors import SlimgateError
+from components.evaluate import evaluate
+from components.layout import RunLayout, write_json
+from components.onnx_utils import check_model
+from components.registry import FileRegistry
+from components.spec import Spec
+
+__all__ = ["champion"]
+
+
+def champion(spec: Spec, run_dir: Path) -> dict[str, Any]:
+    run = RunLayout(run_dir)
+    out = run.champion
+    out.root.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"model": spec.name, "alias": "production", "version": None}
+    registry = FileRegistry(spec.registry_root())
+    pointer = registry.alias(spec.name)
+    if pointer is None:
+        record["reason"] = f"no version of {spec.name} is behind production in {registry.root}"
+        write_json(out.root / "champion.json", record)
+        return record
+    record["version"] = pointer["version"]
+    try:
+        registry.verify(spec.name, pointer["version"])
+        shutil.copyfile(registry.file(spec.name, pointer["version"], "model.onnx"), out.model)
+        info = dataset_info(run)
+        check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
+        record["metrics"] = evaluate(
+            out.model, run.split("test"), out.root, threads=spec.target.threads
+        )
+    except SlimgateError as exc:
+        # The champion exists but cannot be scored on today's data: champion goals fail closed.
+        record["error"] = str(exc)
+    write_json(out.root / "champion.json", record)
+    return record

@@ -16,7 +16,7 @@ from components.errors import SlimgateError
 from components.evaluate import evaluate
 from components.layout import RunLayout, write_json
 from components.onnx_utils import check_model
-from components.registry import FileRegistry
+from components.registry import open_registry
 from components.spec import Spec
 
 __all__ = ["champion"]
@@ -27,16 +27,19 @@ def champion(spec: Spec, run_dir: Path) -> dict[str, Any]:
     out = run.champion
     out.root.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"model": spec.name, "alias": "production", "version": None}
-    registry = FileRegistry(spec.registry_root())
+    registry = open_registry(spec.registry_uri())
     pointer = registry.alias(spec.name)
     if pointer is None:
-        record["reason"] = f"no version of {spec.name} is behind production in {registry.root}"
+        record["reason"] = (
+            f"no version of {spec.name} is behind production in {registry.describe()}"
+        )
         write_json(out.root / "champion.json", record)
         return record
     record["version"] = pointer["version"]
     try:
-        registry.verify(spec.name, pointer["version"])
-        shutil.copyfile(registry.file(spec.name, pointer["version"], "model.onnx"), out.model)
+        # download checks every file against the checksums the version's card recorded
+        registry.download(spec.name, pointer["version"], out.root / "version")
+        shutil.copyfile(out.root / "version" / "model.onnx", out.model)
         info = dataset_info(run)
         check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
         record["metrics"] = evaluate(

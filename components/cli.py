@@ -335,16 +335,14 @@ def _print_bench(record: dict[str, Any], comparison: dict[str, Any] | None) -> N
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from components.registry import FileRegistry
+    from components.registry import open_registry
 
-    uri = _registry_uri(args.registry)
-    if not uri.startswith("file://"):
-        raise SlimgateError(f"--registry {args.registry}: only file:// registries are supported")
-    reg = FileRegistry(Path(uri.removeprefix("file://")))
-    if args.registry_cmd == "list":
+    reg = open_registry(_registry_uri(args.registry))
+    cmd = args.registry_cmd
+    if cmd == "list":
         models = [args.model] if args.model else reg.models()
         if not models:
-            print(f"no models in {reg.root}")
+            print(f"no models in {reg.describe()}")
         for model in models:
             pointer = reg.alias(model) or {}
             for v in reg.versions(model):
@@ -355,12 +353,23 @@ def cmd_registry(args: argparse.Namespace) -> int:
                       f"acc {m.get('accuracy', float('nan')):.4f}\t"
                       f"{m.get('size_bytes', 0) / 1e6:.2f} MB\t{card.get('created_at', '')}")  # fmt: skip
         return EXIT_OK
+    if cmd == "diff":
+        print(json.dumps(reg.diff(args.model, args.a, args.b), indent=2))
+        return EXIT_OK
+    if cmd == "rollback":
+        pointer = reg.rollback(args.model, alias=args.alias, reason=args.reason)
+        print(f"{args.model}@{args.alias}: version {pointer['previous']} -> {pointer['version']}")
+        return EXIT_OK
     version = args.version
     if version is None:
         alias = reg.alias(args.model, args.alias)
         if alias is None:
-            raise SlimgateError(f"{args.model} has no '{args.alias}' alias in {reg.root}")
+            raise SlimgateError(f"{args.model} has no '{args.alias}' alias in {reg.describe()}")
         version = alias["version"]
+    if cmd == "download":
+        for path in reg.download(args.model, version, Path(args.dest)):
+            print(path)
+        return EXIT_OK
     print(json.dumps({"version": version, **reg.card(args.model, version)}, indent=2))
     return EXIT_OK
 
@@ -443,16 +452,33 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
     p.add_argument("--out", help="also write benchmark.json here")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("registry", help="read the model registry")
+    p = sub.add_parser(
+        "registry", help="read the model registry, roll an alias back",
+        description="--registry takes s3://BUCKET/PREFIX, file://PATH or a path; S3 credentials "
+        "and endpoint come from the standard AWS chain (AWS_PROFILE, AWS_ENDPOINT_URL, ...).",
+    )  # fmt: skip
     rsub = p.add_subparsers(dest="registry_cmd", required=True)
     r = rsub.add_parser("list", help="list models and versions")
     r.add_argument("model", nargs="?")
-    r.add_argument("--registry", default="registry")
     r = rsub.add_parser("show", help="print a version's card")
     r.add_argument("model")
     r.add_argument("--version", type=int)
     r.add_argument("--alias", default="production")
-    r.add_argument("--registry", default="registry")
+    r = rsub.add_parser("diff", help="what changed between two versions")
+    r.add_argument("model")
+    r.add_argument("a", type=int)
+    r.add_argument("b", type=int)
+    r = rsub.add_parser("download", help="copy a version's files, checking their checksums")
+    r.add_argument("model")
+    r.add_argument("dest")
+    r.add_argument("--version", type=int)
+    r.add_argument("--alias", default="production")
+    r = rsub.add_parser("rollback", help="move an alias back to its previous version")
+    r.add_argument("model")
+    r.add_argument("--alias", default="production")
+    r.add_argument("--reason", required=True, help="why: recorded in the event log")
+    for r in rsub.choices.values():
+        r.add_argument("--registry", default="registry", help="registry URI (default: ./registry)")
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("optimizers", help="list the registered optimizers")

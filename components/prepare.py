@@ -110,9 +110,9 @@ def reference_profile(spec: Spec) -> tuple[dict[str, Any] | None, str]:
     if ref is None:
         return None, "no reference"
     if ref == "production":
-        from components.registry import FileRegistry
+        from components.registry import open_registry
 
-        registry = FileRegistry(spec.registry_root())
+        registry = open_registry(spec.registry_uri())
         pointer = registry.alias(spec.name)
         if pointer is None:
             return None, f"{spec.name} has no production version yet"

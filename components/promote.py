@@ -11,7 +11,7 @@ from typing import Any
 from components.errors import PromotionRefused
 from components.layout import RunLayout, read_json, write_json
 from components.onnx_utils import sha256_file
-from components.registry import AliasConflict, FileRegistry
+from components.registry import AliasConflict, Registry, open_registry
 from components.spec import Spec
 
 __all__ = ["package_version", "promote"]
@@ -96,9 +96,12 @@ def promote(spec: Spec, run_dir: Path) -> dict[str, Any]:
             "slimgate_version": package_version(),
         },
     }
-    registry = FileRegistry(spec.registry_root())
+    registry = open_registry(spec.registry_uri())
     published = registry.publish(
-        spec.name, {"model.onnx": cand.model, "report.html": run.report_html}, card
+        spec.name,
+        {"model.onnx": cand.model, "report.html": run.report_html},
+        card,
+        run_id=run.run_id,
     )
     pointer = _move(registry, spec.name, published.version, run.run_id)
     result = {
@@ -108,14 +111,14 @@ def promote(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "created": published.created,
         "alias": ALIAS,
         "previous": pointer.get("previous"),
-        "registry": str(registry.root),
+        "registry": registry.describe(),
         "candidate": name,
     }
     write_json(run.promotion, result)
     return result
 
 
-def _move(registry: FileRegistry, model: str, version: int, run_id: str) -> dict[str, Any]:
+def _move(registry: Registry, model: str, version: int, run_id: str) -> dict[str, Any]:
     for attempt in range(5):
         current = registry.alias(model, ALIAS)
         if current and current["version"] == version:

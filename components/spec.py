@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -349,9 +350,12 @@ class Spec(StrictModel):
     @classmethod
     def _registry_uri(cls, v: str) -> str:
         if v.startswith("s3://"):
-            raise ValueError(f"{v!r}: S3 registries are not supported yet; use file://PATH")
+            bucket = v.removeprefix("s3://").partition("/")[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(f"{v!r}: {bucket!r} is not a valid S3 bucket name")
+            return v
         if "://" in v and not v.startswith("file://"):
-            raise ValueError(f"{v!r}: expected file://PATH or a plain path")
+            raise ValueError(f"{v!r}: expected s3://BUCKET/PREFIX, file://PATH or a plain path")
         return v
 
     @model_validator(mode="after")
@@ -417,8 +421,11 @@ class Spec(StrictModel):
             if not self.resolve(p).is_file()
         ]
 
-    def registry_root(self) -> Path:
-        return self.resolve(self.registry)
+    def registry_uri(self) -> str:
+        """The registry as a URI; a relative path is made absolute against the spec's folder."""
+        if self.registry.startswith("s3://"):
+            return self.registry.rstrip("/")
+        return f"file://{self.resolve(self.registry)}"
 
     def digest(self) -> str:
         """sha256 of the validated spec in canonical JSON: equal specs, equal digests."""

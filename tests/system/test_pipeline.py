@@ -21,7 +21,7 @@ from components.cli import demo_spec_path, main
 from components.errors import PromotionRefused
 from components.layout import RunLayout, read_json, write_json
 from components.promote import promote
-from components.registry import FileRegistry
+from components.registry import FileRegistry, open_registry
 from components.spec import load_spec
 
 pytestmark = pytest.mark.system
@@ -88,7 +88,8 @@ def test_the_example_trains_well_and_promotes_a_quantized_model(
     assert all(g["outcome"] == "pass" for g in card["verdict"]["goals"])
     assert (work / "registry" / "digits-cnn" / "versions" / "1" / "report.html").is_file()
     events = reg.events("digits-cnn")
-    assert len(events) == 1 and events[0]["run_id"] == "first"
+    assert [e["action"] for e in events] == ["publish", "move_alias"]
+    assert all(e["run_id"] == "first" for e in events)
 
 
 def test_the_report_shows_every_model(promoted: RunLayout) -> None:
@@ -268,3 +269,23 @@ def test_champion_challenger_against_the_production_version(
         == 3
     )
     assert not (work / "fresh-registry").exists()
+
+
+def test_the_same_run_promotes_to_s3_by_changing_only_the_registry_uri(
+    promoted: RunLayout, work: Path, s3_endpoint: str
+) -> None:
+    spec = onnx_spec(work, promoted, "to-s3", registry="s3://models/pipelines")
+    assert main(["run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "s3"]) == 0
+    reg = open_registry("s3://models/pipelines")
+    assert reg.versions("digits-cnn") == [1] and reg.alias("digits-cnn") == {
+        "version": 1,
+        "previous": None,
+    }
+    reg.verify("digits-cnn", 1)
+    card = reg.card("digits-cnn", 1)
+    assert set(card["files"]) == {"model.onnx", "report.html"} and card["lineage"]["data_profile"]
+    assert (
+        read_json(RunLayout(work / "runs" / "s3").promotion)["registry"] == "s3://models/pipelines"
+    )
+    # and the registry commands read it over the same URI
+    assert main(["registry", "list", "--registry", "s3://models/pipelines"]) == 0

@@ -1,3 +1,6 @@
+"""The registry protocol on the file store. The same protocol on S3 is tested against a real
+S3 HTTP API in tests/integration/test_s3_registry.py."""
+
 from __future__ import annotations
 
 import threading
@@ -22,7 +25,9 @@ def test_publish_writes_an_immutable_version_with_checksums(tmp_path: Path) -> N
     card = reg.card("m", 1)
     assert card["note"] == "x" and set(card["files"]) == {"model.onnx"}
     reg.verify("m", 1)
-    assert not list((tmp_path / "reg" / "m" / ".staging").iterdir())  # staging cleaned up
+    assert sorted(p.name for p in (tmp_path / "reg" / "m" / "versions" / "1").iterdir()) == [
+        "card.json", "claim.json", "model.onnx"
+    ]  # fmt: skip
 
 
 def test_same_content_twice_is_one_version(tmp_path: Path) -> None:
@@ -34,6 +39,20 @@ def test_same_content_twice_is_one_version(tmp_path: Path) -> None:
     assert other.version == 2 and reg.versions("m") == [1, 2]
 
 
+def test_a_version_without_its_card_is_invisible_and_its_number_never_reused(
+    tmp_path: Path,
+) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    reg.publish("m", {"model.onnx": artifact(tmp_path, b"one")}, {})
+    # a writer that died after claiming version 2 and uploading its model
+    number = reg._claim("m", run_id="dead")
+    assert number == 2
+    reg.store.create("m/versions/2/model.onnx", artifact(tmp_path, b"half"))
+    assert reg.versions("m") == [1]
+    assert reg.publish("m", {"model.onnx": artifact(tmp_path, b"three")}, {}).version == 3
+    assert reg.versions("m") == [1, 3]
+
+
 def test_alias_moves_by_compare_and_swap(tmp_path: Path) -> None:
     reg = FileRegistry(tmp_path / "reg")
     reg.publish("m", {"model.onnx": artifact(tmp_path, b"one")}, {})
@@ -42,8 +61,26 @@ def test_alias_moves_by_compare_and_swap(tmp_path: Path) -> None:
     with pytest.raises(AliasConflict, match="points at version 1, expected None"):
         reg.move_alias("m", 2, expected=None, reason="stale")
     assert reg.move_alias("m", 2, expected=1, reason="better") == {"version": 2, "previous": 1}
-    events = reg.events("m")
-    assert [e["version"] for e in events] == [1, 2] and events[1]["reason"] == "better"
+    moves = [e for e in reg.events("m") if e["action"] == "move_alias"]
+    assert [e["version"] for e in moves] == [1, 2] and moves[1]["reason"] == "better"
+
+
+def test_rollback_moves_the_alias_back_and_records_why(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    for content in (b"one", b"two"):
+        reg.publish("m", {"model.onnx": artifact(tmp_path, content)}, {})
+    reg.move_alias("m", 1, expected=None, reason="first")
+    reg.move_alias("m", 2, expected=1, reason="second")
+    assert reg.rollback("m", reason="v2 misbehaves in production") == {"version": 1, "previous": 2}
+    event = reg.events("m")[-1]
+    assert (
+        event["action"] == "rollback"
+        and event["reason"] == "v2 misbehaves in production"
+        and event["user"]
+    )
+    reg.rollback("m", reason="back again")
+    with pytest.raises(RegistryError, match="no 'staging' alias"):
+        reg.rollback("m", alias="staging", reason="x")
 
 
 def test_alias_refuses_a_tampered_version(tmp_path: Path) -> None:
@@ -53,6 +90,23 @@ def test_alias_refuses_a_tampered_version(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="does not match its checksum"):
         reg.move_alias("m", 1, expected=None, reason="x")
     assert reg.alias("m") is None
+    with pytest.raises(RegistryError, match=r"downloaded model\.onnx does not match its checksum"):
+        reg.download("m", 1, tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_download_and_diff(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    reg.publish("m", {"model.onnx": artifact(tmp_path, b"one")}, {"metrics": {"accuracy": 0.9}})
+    reg.publish("m", {"model.onnx": artifact(tmp_path, b"two")}, {"metrics": {"accuracy": 0.95}})
+    paths = reg.download("m", 2, tmp_path / "out")
+    assert {p.name for p in paths} == {"model.onnx", "card.json"} and (
+        tmp_path / "out" / "model.onnx"
+    ).read_bytes() == b"two"
+    diff = reg.diff("m", 1, 2)
+    assert (
+        diff["metrics"] == {"accuracy": {"from": 0.9, "to": 0.95}} and "model.onnx" in diff["files"]
+    )
 
 
 def test_concurrent_publishers_get_distinct_complete_versions(tmp_path: Path) -> None:
@@ -80,3 +134,12 @@ def test_model_names_cannot_escape_the_root(tmp_path: Path, name: str) -> None:
     with pytest.raises(RegistryError, match="model name"):
         reg.publish(name, {"model.onnx": artifact(tmp_path, b"one")}, {})
     assert not (tmp_path / "reg").exists() or not any((tmp_path / "reg").iterdir())
+
+
+@pytest.mark.parametrize("name", ["../x", "card.json", "claim.json", ".hidden", "a/b"])
+def test_file_names_are_checked(tmp_path: Path, name: str) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    with pytest.raises(RegistryError, match="is not allowed"):
+        reg.publish(
+            "m", {"model.onnx": artifact(tmp_path, b"one"), name: artifact(tmp_path, b"x")}, {}
+        )

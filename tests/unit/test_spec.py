@@ -117,10 +117,15 @@ def test_every_problem_gets_its_own_line(demo_spec: dict[str, Any], write_spec: 
     assert any("select" in line and "'fastest', 'smallest' or 'knee'" in line for line in lines)
 
 
-def test_s3_registry_is_refused_until_supported(demo_spec: dict[str, Any], write_spec: Any) -> None:
-    demo_spec["registry"] = "s3://bucket/models"
+def test_registry_uri_forms(demo_spec: dict[str, Any], write_spec: Any) -> None:
+    demo_spec["registry"] = "s3://my-models/team/"
+    assert load_spec(write_spec(demo_spec)).registry_uri() == "s3://my-models/team"
+    demo_spec["registry"] = "s3://Bad_Bucket/x"
     (line,) = errors_of(write_spec(demo_spec))
-    assert "registry" in line and "S3 registries are not supported yet" in line
+    assert "registry" in line and "'Bad_Bucket' is not a valid S3 bucket name" in line
+    demo_spec["registry"] = "gs://elsewhere"
+    (line,) = errors_of(write_spec(demo_spec))
+    assert "expected s3://BUCKET/PREFIX, file://PATH or a plain path" in line
 
 
 def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
@@ -142,7 +147,7 @@ def test_relative_paths_resolve_against_the_spec_file(
     spec = load_spec(write_spec(demo_spec))
     assert isinstance(spec.model, OnnxModel)
     assert spec.resolve(spec.model.onnx) == tmp_path / "models" / "m.onnx"
-    assert spec.registry_root() == tmp_path / "registry"
+    assert spec.registry_uri() == f"file://{tmp_path / 'registry'}"
 
 
 def test_digest_is_stable_and_tracks_content(demo_spec: dict[str, Any], write_spec: Any) -> None:

@@ -180,6 +180,16 @@ def test_registry_commands(
     assert main(["registry", "show", "digits-cnn", "--registry", str(work / "registry")]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["version"] == 1 and "lineage" in card
+    reg = ["--registry", str(work / "registry")]
+    assert main(["registry", "download", "digits-cnn", str(work / "downloaded"), *reg]) == 0
+    assert (work / "downloaded" / "model.onnx").is_file() and (
+        work / "downloaded" / "report.html"
+    ).is_file()
+    assert main(["registry", "diff", "digits-cnn", "1", "1", *reg]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 3)[-1])["files"] == {}
+    # one version only: there is nothing to roll back to, and the alias stays
+    assert main(["registry", "rollback", "digits-cnn", "--reason", "test", *reg]) == 1
+    assert "nothing to roll back to" in capsys.readouterr().err
 
 
 def slimgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test lint fmt bench clean
+.PHONY: install demo test lint fmt bench image kfp clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,airflow,kfp]'
 	touch $@
 
 install: $(STAMP)
@@ -38,6 +38,18 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE     ?= ghcr.io/slimgate/slimgate:$(VERSION)
+CONTAINER ?= $(shell command -v podman || command -v docker)
+
+# The image every step runs in (podman here: there is no Docker engine on these machines).
+image:
+	$(CONTAINER) build -f infra/Dockerfile -t $(IMAGE) .
+
+# Recompile the Kubeflow pipeline IR that infra/ commits (a test fails when it is stale).
+kfp: $(STAMP)
+	$(BIN)/python dags/slimgate_kfp.py compile infra/kfp/slimgate-pipeline.yaml
 
 clean:
 	rm -rf runs registry .pytest_cache .mypy_cache .ruff_cache

@@ -227,7 +227,12 @@ def cmd_step(args: argparse.Namespace) -> int:
     import components.report
 
     spec = _load(args)
-    run_dir = Path(args.run_dir)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif args.runs_dir and args.run_id:
+        run_dir = Path(args.runs_dir) / args.run_id
+    else:
+        raise InputError(f"step {name}: give --run-dir, or --runs-dir and --run-id")
     run_dir.mkdir(parents=True, exist_ok=True)
     fns = {
         "prepare_data": components.prepare.prepare_data,
@@ -240,13 +245,54 @@ def cmd_step(args: argparse.Namespace) -> int:
     if name == "candidate":
         if not args.candidate:
             raise SlimgateError("step candidate needs --candidate NAME")
-        components.optimize.candidate(spec, run_dir, args.candidate)
+        result = components.optimize.candidate(spec, run_dir, args.candidate)
     else:
         result = fns[name](spec, run_dir)
-        if name == "gate" and not result["selected"]:
-            print(result["reason"])
-            return EXIT_REJECTED
+    _write_step_outputs(args, spec, run_dir, result)
+    if name == "gate" and not result["selected"] and not args.selected_out:
+        print(result["reason"])
+        return EXIT_REJECTED  # a pipeline reads --selected-out instead of the exit code
     return EXIT_OK
+
+
+def _write_step_outputs(args: argparse.Namespace, spec: Spec, run_dir: Path, result: Any) -> None:
+    """Copy a step's results to the paths an orchestrator gave (KFP container outputs)."""
+    import shutil
+
+    from components.layout import RunLayout
+
+    run = RunLayout(run_dir)
+
+    def write(path: str | None, text: str) -> None:
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+
+    def copy(path: str | None, src: Path) -> None:
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, path)
+
+    name = args.step_name
+    write(getattr(args, "names_out", None), json.dumps([c.name for c in spec.candidate_names()]))
+    if name == "prepare_data":
+        copy(args.dataset_out, run.dataset)
+    if name in ("baseline", "candidate"):
+        mdir = run.baseline if name == "baseline" else run.candidate(args.candidate)
+        copy(args.model_out, mdir.model)
+        write(
+            args.metrics_out,
+            json.dumps({k: v for k, v in result.items() if isinstance(v, int | float)}),
+        )
+    if name == "gate":
+        write(args.selected_out, str(result["selected"] or ""))
+        write(args.metrics_out, json.dumps({c["name"]: c["outcome"] for c in result["candidates"]}))
+    if name == "promote" and args.expect and result["candidate"] != args.expect:
+        raise SlimgateError(
+            f"promoted {result['candidate']!r}, but the gate selected {args.expect!r}"
+        )
+    if name == "report":
+        copy(args.html_out, run.report_html)
 
 
 # --- bench -------------------------------------------------------------------------------------
@@ -417,13 +463,26 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
 
     p = sub.add_parser("step", help="run one step (what Airflow, KFP and containers call)")
     steps = p.add_subparsers(dest="step_name", required=True)
+    outputs = {
+        "prepare_data": ["--dataset-out", "--names-out"],
+        "baseline": ["--model-out", "--metrics-out"],
+        "candidate": ["--model-out", "--metrics-out"],
+        "gate": ["--metrics-out", "--selected-out"],
+        "promote": ["--expect"],
+        "report": ["--html-out"],
+    }
     for name in RUN_STEPS:
-        s = steps.add_parser(name)
+        s = steps.add_parser(name, description="Orchestrators pass --run-dir, or --runs-dir and "
+                             "--run-id; the --*-out options copy results where they expect them.")  # fmt: skip
         s.add_argument("--spec", required=True)
-        s.add_argument("--run-dir", required=True)
+        s.add_argument("--run-dir")
+        s.add_argument("--runs-dir")
+        s.add_argument("--run-id")
         s.add_argument("--registry", help="override the spec's registry URI")
         if name == "candidate":
             s.add_argument("--candidate", required=True, help="candidate name")
+        for option in outputs.get(name, []):
+            s.add_argument(option)
     s = steps.add_parser("evaluate", help="score an ONNX model on a data split")
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True, help="a split .npz written by prepare_data")

@@ -1,0 +1,167 @@
+"""slimgate as an Airflow 3 DAG: prepare data, baseline, one mapped task per candidate, gate,
+promote, report. Every task calls a step function of ``components``; none holds step logic.
+
+Deploy: copy this file into the Airflow DAGs folder of an environment that has
+``pip install 'slimgate[airflow]'``, and point it at a spec::
+
+    export SLIMGATE_SPEC=/opt/specs/digits.yaml      # default: the built-in example
+    export SLIMGATE_RUNS_DIR=/data/slimgate/runs     # default: ~/slimgate/runs
+
+A run may override both with its params (``spec``, ``runs_dir``). The schedule and the asset
+name come from the spec when the file is parsed; parsing imports no heavy library.
+
+When no candidate meets the goals the ``gate`` task fails and ``promote`` does not run; ``report``
+still does, and the final ``release`` task makes the run fail visibly (not a skipped branch that
+looks green). A
+promotion records an asset event (version and key metrics) on ``slimgate.<model>.production``,
+so serving DAGs can be scheduled on it.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
+
+__all__ = ["build_dag"]
+
+
+def _default_spec() -> str:
+    from components.cli import demo_spec_path
+
+    return os.environ.get("SLIMGATE_SPEC") or str(demo_spec_path())
+
+
+def _run_dir(runs_dir: str, run_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return str(Path(runs_dir).expanduser() / safe)
+
+
+def build_dag(  # noqa: PLR0915 - the tasks are defined inside, where they close over the spec
+    spec_path: str, *, dag_id: str = "slimgate", runs_dir: str | None = None
+) -> DAG:
+    """The DAG for one spec (the spec's name, schedule and registry are read now)."""
+    from components.spec import load_spec
+
+    spec = load_spec(spec_path)
+    runs_dir = runs_dir or os.environ.get("SLIMGATE_RUNS_DIR") or "~/slimgate/runs"
+    production = Asset(name=f"slimgate.{spec.name}.production")
+
+    def loaded() -> tuple[Any, str]:
+        """The spec this run uses, and its run directory (one per DAG run)."""
+        from components.spec import load_spec
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        run_spec = load_spec(params["spec"])
+        return run_spec, _run_dir(params["runs_dir"], ctx["run_id"])
+
+    @dag(
+        dag_id=dag_id,
+        schedule=spec.schedule,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        params={
+            "spec": Param(spec_path, type="string", description="the spec YAML file"),
+            "runs_dir": Param(runs_dir, type="string", description="where run directories go"),
+        },
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+        tags=["slimgate", spec.name],
+        doc_md=__doc__,
+    )
+    def pipeline() -> None:
+        @task
+        def prepare_data() -> list[str]:
+            """Validate and split the data; returns the candidate names to fan out over."""
+            from components.prepare import prepare_data as step
+
+            run_spec, run_dir = loaded()
+            step(run_spec, Path(run_dir))
+            return [c.name for c in run_spec.candidate_names()]
+
+        @task
+        def baseline() -> None:
+            from components.baseline import baseline as step
+
+            run_spec, run_dir = loaded()
+            step(run_spec, Path(run_dir))
+
+        @task(map_index_template="{{ name }}")
+        def candidate(name: str) -> None:
+            from components.layout import RunLayout, write_json
+            from components.optimize import candidate as step
+
+            run_spec, run_dir = loaded()
+            try:
+                step(run_spec, Path(run_dir), name)
+            except Exception as exc:
+                # the gate reads this and fails the candidate with the reason
+                write_json(RunLayout(Path(run_dir)).candidate(name).root / "error.json",
+                           {"error": str(exc) or type(exc).__name__, "type": type(exc).__name__})  # fmt: skip
+                raise
+
+        @task(trigger_rule="all_done")
+        def gate() -> str:
+            """Judge every candidate, even when some failed; fail the run if none passes."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from components.gate import gate as step
+
+            run_spec, run_dir = loaded()
+            verdict = step(run_spec, Path(run_dir))
+            if not verdict["selected"]:
+                raise AirflowFailException(f"rejected: {verdict['reason']}; nothing was promoted")
+            return str(verdict["selected"])
+
+        @task(outlets=[production])
+        def promote(selected: str) -> dict[str, Any]:
+            from components.promote import promote as step
+
+            run_spec, run_dir = loaded()
+            result = step(run_spec, Path(run_dir))
+            ctx = get_current_context()
+            ctx["outlet_events"][production].extra = {
+                "version": result["version"],
+                "created": result["created"],
+                "candidate": result["candidate"],
+                "registry": result["registry"],
+                "run_dir": run_dir,
+            }
+            return result
+
+        @task(trigger_rule="all_done")
+        def report() -> str:
+            from components.layout import RunLayout
+            from components.report import report as step
+
+            run_spec, run_dir = loaded()
+            step(run_spec, Path(run_dir))
+            return str(RunLayout(Path(run_dir)).report_html)
+
+        @task
+        def release(result: dict[str, Any]) -> str:
+            """The run's outcome. Airflow judges a run by its last tasks, and ``report`` always
+            succeeds; this one is upstream-failed unless a model was promoted, so a rejected
+            release fails the run instead of looking green."""
+            return f"{result['model']} version {result['version']} is production"
+
+        names = prepare_data()
+        base = baseline()
+        names >> base
+        judged = candidate.expand(name=names)
+        base >> judged
+        selected = gate()
+        judged >> selected
+        promoted = promote(selected)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
+        summary = report()
+        promoted >> summary
+        summary >> release(promoted)  # type: ignore[arg-type]
+
+    return pipeline()
+
+
+slimgate = build_dag(_default_spec())

@@ -1,0 +1,156 @@
+"""The Kubeflow pipeline: run whole with kfp.local, the committed IR kept in step with the code,
+and the container form's compiled commands run as subprocesses (no container engine here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("kfp", reason="install slimgate[kfp] to test the pipeline")
+
+ROOT = Path(__file__).parents[2]
+COMMITTED_IR = ROOT / "infra" / "kfp" / "slimgate-pipeline.yaml"
+
+RUNNER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import slimgate_kfp
+    from kfp import local
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[4])
+    slimgate_kfp.build_pipeline("lightweight")(spec=sys.argv[2], runs_dir=sys.argv[3])
+""")
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kfp")
+    spec: dict[str, Any] = {
+        "name": "cancer-mlp",
+        "model": {"builtin": "tabular_mlp"},
+        "data": {"builtin": "breast_cancer"},
+        "training": {"epochs": 3},
+        "target": {"threads": 1, "batch_sizes": [1]},
+        "benchmark": {"warmup": 2, "min_runs": 20, "min_seconds": 0.05, "compare_rounds": 4,
+                      "compare_seconds": 0.02, "compare_min_runs": 10},
+        "goals": {"size": {"max_ratio": 0.5}, "accuracy": {"max_drop": 0.05}},
+        "candidates": [["quantization.dynamic_int8"], [{"quantization.dynamic_int8": {"per_channel": True}}]],
+        "select": "smallest",
+        "registry": str(root / "registry"),
+    }  # fmt: skip
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    spec["goals"] = {"size": {"max_mb": 0.00001}}
+    (root / "impossible.yaml").write_text(yaml.safe_dump(spec))
+    return {"root": root, "ok": root / "spec.yaml", "impossible": root / "impossible.yaml"}
+
+
+def run_local(specs: dict[str, Path], spec: Path, name: str) -> tuple[str, Path]:
+    runs = specs["root"] / f"runs-{name}"
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(ROOT / "dags"), str(spec), str(runs), str(specs["root"] / f"root-{name}")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    assert proc.returncode == 0, log[-4000:]
+    (run_dir,) = runs.iterdir()
+    return log, run_dir
+
+
+def test_the_pipeline_runs_locally_and_promotes(specs: dict[str, Path]) -> None:
+    log, run_dir = run_local(specs, specs["ok"], "ok")
+    assert "Task 'promote' finished with status SUCCESS" in log
+    for name in ("c0-dynamic-int8", "c1-dynamic-int8"):  # both branches of the ParallelFor ran
+        assert (run_dir / "candidates" / name / "comparison.json").is_file()
+    assert "Pipeline 'slimgate' finished with status SUCCESS" in log
+    promotion = json.loads((run_dir / "promotion.json").read_text())
+    assert promotion["status"] == "promoted" and promotion["version"] == 1
+    assert json.loads((run_dir / "report.json").read_text())["status"] == "promoted"
+
+
+def test_unreachable_goals_skip_promote(specs: dict[str, Path]) -> None:
+    log, run_dir = run_local(specs, specs["impossible"], "impossible")
+    assert "Task 'gate' finished with status SUCCESS" in log
+    assert "Task 'promote'" not in log
+    assert not (run_dir / "promotion.json").exists()
+    assert json.loads((run_dir / "verdict.json").read_text())["selected"] is None
+    assert json.loads((run_dir / "report.json").read_text())["status"] == "rejected"
+
+
+def compiled(tmp_path: Path) -> Path:
+    out = tmp_path / "pipeline.yaml"
+    subprocess.run(
+        [sys.executable, str(ROOT / "dags" / "slimgate_kfp.py"), "compile", str(out)], check=True
+    )
+    return out
+
+
+def test_the_committed_ir_is_up_to_date(tmp_path: Path) -> None:
+    fresh = compiled(tmp_path).read_text()
+    assert COMMITTED_IR.read_text() == fresh, (
+        "infra/kfp/slimgate-pipeline.yaml is out of date: run "
+        "`python dags/slimgate_kfp.py compile infra/kfp/slimgate-pipeline.yaml`"
+    )
+
+
+def test_the_container_form_runs_slimgate_step_commands(
+    specs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Fill the compiled executors' placeholders and run their commands, in pipeline order."""
+    ir = yaml.safe_load(compiled(tmp_path).read_text())
+    executors = ir["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert len(images) == 1 and images.pop().endswith(":0.1.0")
+    exe = Path(sys.executable).with_name("slimgate")
+    params = {"spec": str(specs["ok"]), "runs_dir": str(tmp_path / "runs"), "run_id": "job-1"}
+    out = tmp_path / "outputs"
+
+    def run(executor: str, **inputs: str) -> None:
+        container = executors[executor]["container"]
+        values = {**params, **inputs}
+
+        def fill(arg: str) -> str:
+            arg = re.sub(
+                r"\{\{\$\.inputs\.parameters\['(\w+)'\]\}\}", lambda m: values[m.group(1)], arg
+            )
+            arg = re.sub(
+                r"\{\{\$\.outputs\.artifacts\['(\w+)'\]\.path\}\}",
+                lambda m: str(out / executor / m.group(1)),
+                arg,
+            )
+            return re.sub(
+                r"\{\{\$\.outputs\.parameters\['(\w+)'\]\.output_file\}\}",
+                lambda m: str(out / executor / m.group(1)),
+                arg,
+            )
+
+        assert container["command"][:2] == ["slimgate", "step"]
+        args = [fill(a) for a in container["args"]]
+        subprocess.run(
+            [str(exe), *container["command"][1:], *args],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    run("exec-prepare-data-c")
+    names = json.loads((out / "exec-prepare-data-c" / "names").read_text())
+    assert names == ["c0-dynamic-int8", "c1-dynamic-int8"]
+    run("exec-baseline-c")
+    assert (out / "exec-baseline-c" / "model").stat().st_size > 0
+    for name in names:
+        run("exec-candidate-c", name=name)
+    run("exec-gate-c")
+    selected = (out / "exec-gate-c" / "selected").read_text()
+    assert selected == "c0-dynamic-int8"
+    run("exec-promote-c", selected=selected)
+    run("exec-report-c")
+    run_dir = tmp_path / "runs" / "job-1"
+    assert json.loads((run_dir / "promotion.json").read_text())["candidate"] == selected
+    assert (out / "exec-report-c" / "page").read_text().startswith("<!doctype html>")

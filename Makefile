@@ -21,6 +21,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Airflow's Kubernetes provider cannot share an environment with kfp: the Kubernetes mode of
+# the DAG is tested in its own, where slimgate is installed without its heavy dependencies
+# (as on a scheduler whose pods do the work).
+K8S       := .venv-k8s
+K8S_STAMP := $(K8S)/.installed
+
+$(K8S_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(K8S)
+	$(K8S)/bin/python -m pip --disable-pip-version-check -q install \
+		'apache-airflow>=3.3,<3.4' 'apache-airflow-providers-cncf-kubernetes>=10' pydantic pyyaml rich numpy
+	$(K8S)/bin/python -m pip --disable-pip-version-check -q install --no-deps -e .
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/slimgate demo
 
@@ -33,7 +46,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint $(K8S_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -287,10 +287,12 @@ def _write_step_outputs(args: argparse.Namespace, spec: Spec, run_dir: Path, res
     if name == "gate":
         write(args.selected_out, str(result["selected"] or ""))
         write(args.metrics_out, json.dumps({c["name"]: c["outcome"] for c in result["candidates"]}))
-    if name == "promote" and args.expect and result["candidate"] != args.expect:
-        raise SlimgateError(
-            f"promoted {result['candidate']!r}, but the gate selected {args.expect!r}"
-        )
+    if name == "promote":
+        if args.expect and result["candidate"] != args.expect:
+            raise SlimgateError(
+                f"promoted {result['candidate']!r}, but the gate selected {args.expect!r}"
+            )
+        write(args.promotion_out, json.dumps(result))
     if name == "report":
         copy(args.html_out, run.report_html)
 
@@ -468,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
         "baseline": ["--model-out", "--metrics-out"],
         "candidate": ["--model-out", "--metrics-out"],
         "gate": ["--metrics-out", "--selected-out"],
-        "promote": ["--expect"],
+        "promote": ["--expect", "--promotion-out"],
         "report": ["--html-out"],
     }
     for name in RUN_STEPS:

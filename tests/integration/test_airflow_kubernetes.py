@@ -1,0 +1,102 @@
+"""The DAG's Kubernetes mode, parsed in its own environment with the cncf-kubernetes provider
+(which cannot share one with kfp; `make test` builds .venv-k8s). Without a cluster the pods are
+not run here; their `slimgate step` commands are the ones the container tests run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+K8S_PYTHON = ROOT / ".venv-k8s" / "bin" / "python"
+
+PROBE = textwrap.dedent("""
+    import importlib.util, json, sys
+    spec = importlib.util.spec_from_file_location("d", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.slimgate
+    heavy = [m for m in ("torch", "onnxruntime", "sklearn", "great_expectations", "kfp") if m in sys.modules]
+    out = {"_heavy": heavy, "_params": {k: dag.params[k] for k in dag.params},
+           "_run_id": dag.get_template_env().from_string("{{ run_id | safe_id }}").render(
+               run_id="scheduled__2026-01-01T03:00:00+00:00")}
+    for t in dag.tasks:
+        info = {"type": type(t).__name__, "trigger_rule": str(t.trigger_rule).split(".")[-1],
+                "upstream": sorted(t.upstream_task_ids)}
+        if type(t).__name__ == "KubernetesPodOperator":
+            info |= {"image": t.image, "cmds": t.cmds, "arguments": t.arguments,
+                     "xcom": t.do_xcom_push, "mounts": [v.mount_path for v in t.volume_mounts]}
+        elif type(t).__name__ == "MappedOperator":
+            info |= {"image": t.partial_kwargs["image"],
+                     "arguments": t.expand_input.value["arguments"].callables[0]("c0-x")}
+        out[t.task_id] = info
+    print("RESULT " + json.dumps(out, default=str))
+""")
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if not K8S_PYTHON.exists():
+        pytest.skip("needs .venv-k8s (Airflow with the cncf-kubernetes provider): run `make test`")
+    home = tmp_path_factory.mktemp("airflow-k8s")
+    env = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "SLIMGATE_AIRFLOW_MODE": "kubernetes", "SLIMGATE_IMAGE": "registry.example/slimgate:1.2.3",
+           "SLIMGATE_RUNS_PVC": "slimgate-runs", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    proc = subprocess.run([str(K8S_PYTHON), "-c", PROBE, str(ROOT / "dags" / "slimgate_airflow.py")],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
+
+
+RUN = [
+    "--spec",
+    "{{ params.spec }}",
+    "--runs-dir",
+    "{{ params.runs_dir }}",
+    "--run-id",
+    "{{ run_id | safe_id }}",
+]
+
+
+def test_every_step_is_a_pod_running_slimgate_step_in_the_image(dag: dict[str, Any]) -> None:
+    steps = ["prepare_data", "baseline", "gate", "promote", "report"]
+    for step in steps:
+        task = dag[step]
+        assert task["type"] == "KubernetesPodOperator"
+        assert task["image"] == "registry.example/slimgate:1.2.3" and task["cmds"] == [
+            "slimgate",
+            "step",
+        ]
+        assert task["arguments"][0] == step and task["arguments"][1:7] == RUN
+        assert task["mounts"] == ["/data/slimgate"]
+    assert dag["prepare_data"]["arguments"][-2:] == ["--names-out", "/airflow/xcom/return.json"]
+    assert dag["promote"]["arguments"][-2:] == ["--promotion-out", "/airflow/xcom/return.json"]
+    assert dag["prepare_data"]["xcom"] and dag["promote"]["xcom"] and not dag["gate"]["xcom"]
+
+
+def test_candidates_fan_out_over_the_names_the_data_step_returns(dag: dict[str, Any]) -> None:
+    cand = dag["candidate"]
+    assert cand["type"] == "MappedOperator" and cand["image"] == "registry.example/slimgate:1.2.3"
+    assert cand["arguments"] == ["candidate", *RUN, "--candidate", "c0-x"]
+
+
+def test_the_graph_and_trigger_rules_match_the_local_mode(dag: dict[str, Any]) -> None:
+    assert dag["gate"]["trigger_rule"] == "ALL_DONE" and dag["report"]["trigger_rule"] == "ALL_DONE"
+    assert dag["promote"]["upstream"] == ["gate"] and dag["release"]["upstream"] == [
+        "promote",
+        "report",
+    ]
+    assert dag["release"]["trigger_rule"] == "ALL_SUCCESS"
+
+
+def test_parsing_needs_no_heavy_library_and_runs_go_to_the_volume(dag: dict[str, Any]) -> None:
+    assert dag["_heavy"] == []
+    assert dag["_params"]["runs_dir"] == "/data/slimgate/runs"
+    assert dag["_run_id"] == "scheduled__2026-01-01T03_00_00_00_00"

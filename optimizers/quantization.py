@@ -14,7 +14,14 @@ from pydantic import Field
 from optimizers.base import OnnxOptimizer, OptimizeContext, OptimizerConfig
 from optimizers.registry import register
 
-__all__ = ["DynamicInt8Quantization", "DynamicInt8QuantizationConfig"]
+__all__ = [
+    "DynamicInt8Quantization",
+    "DynamicInt8QuantizationConfig",
+    "Fp16Conversion",
+    "Fp16ConversionConfig",
+    "StaticInt8Quantization",
+    "StaticInt8QuantizationConfig",
+]
 
 DynamicOpType = Literal["MatMul", "Conv", "Attention", "LSTM", "Gather"]
 
@@ -91,6 +98,129 @@ class DynamicInt8Quantization(OnnxOptimizer[DynamicInt8QuantizationConfig]):
 
 
 _INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "QAttention")
+
+
+_CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+class StaticInt8QuantizationConfig(OptimizerConfig):
+    """int8 weights and activations in QDQ format, scales calibrated on the calibration split.
+
+    Unlike dynamic quantization this also speeds up convolutions: activation scales are fixed
+    ahead of time, so ONNX Runtime fuses QuantizeLinear/DequantizeLinear pairs into int8 kernels.
+    """
+
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    calibration_rows: int = Field(
+        default=256, ge=8, description="rows of the calibration split used"
+    )
+    batch_size: int = Field(default=16, ge=1)
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    nodes_to_exclude: tuple[str, ...] = ()
+
+
+@register
+class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
+    """Static int8 quantization (QDQ) with ``onnxruntime.quantization.quantize_static``."""
+
+    key: ClassVar[str] = "quantization.static_int8"
+    config_class: ClassVar[type[OptimizerConfig]] = StaticInt8QuantizationConfig
+    description: ClassVar[str] = (
+        "int8 weights and activations (QDQ), calibrated on the calibration split"
+    )
+
+    def _apply(self, src: Path, dst: Path, ctx: OptimizeContext) -> dict[str, Any]:
+        import numpy as np
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        cfg = self.config
+        if ctx.calibration is None or len(ctx.calibration[0]) < cfg.batch_size:
+            rows = 0 if ctx.calibration is None else len(ctx.calibration[0])
+            raise ValueError(
+                f"static quantization needs at least batch_size={cfg.batch_size} calibration "
+                f"rows; the calibration split has {rows} (raise split.calibration)"
+            )
+        x = ctx.calibration[0][: cfg.calibration_rows]
+        x = x[: len(x) - len(x) % cfg.batch_size]  # equal batches: histograms need one shape
+        name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+        batches = [
+            {name: np.ascontiguousarray(x[i : i + cfg.batch_size])}
+            for i in range(0, len(x), cfg.batch_size)
+        ]
+
+        class Reader(CalibrationDataReader):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self._it = iter(batches)
+
+            def get_next(self) -> dict[str, Any] | None:
+                return next(self._it, None)
+
+        prepared = ctx.workdir / f"{src.stem}-preprocessed.onnx"
+        with _root_logger_at(logging.ERROR):
+            quant_pre_process(str(src), str(prepared))  # shape inference, as ORT recommends
+            quantize_static(
+                str(prepared),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=cfg.per_channel,
+                calibrate_method=getattr(CalibrationMethod, _CALIBRATION[cfg.calibration]),
+                activation_type=QuantType.QUInt8
+                if cfg.activation_type == "uint8"
+                else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(cfg.nodes_to_exclude),
+            )
+        after = Counter(node.op_type for node in onnx.load(str(dst)).graph.node)
+        return {"calibration_rows": len(x), "qdq_pairs": after["DequantizeLinear"],
+                "op_types_after": dict(sorted(after.items()))}  # fmt: skip
+
+
+class Fp16ConversionConfig(OptimizerConfig):
+    """fp16 weights and activations. On CPUs a size optimization only: the CPU execution
+    provider has few fp16 kernels, inserts casts and usually runs slower."""
+
+    keep_io_types: bool = Field(default=True, description="inputs and outputs stay fp32")
+    op_block_list: tuple[str, ...] = Field(default=(), description="op types kept in fp32")
+
+
+@register
+class Fp16Conversion(OnnxOptimizer[Fp16ConversionConfig]):
+    """fp16 conversion with ONNX Runtime's float16 converter."""
+
+    key: ClassVar[str] = "quantization.fp16"
+    config_class: ClassVar[type[OptimizerConfig]] = Fp16ConversionConfig
+    description: ClassVar[str] = (
+        "fp16 weights and activations (half the bytes; on CPU usually slower)"
+    )
+
+    def _apply(self, src: Path, dst: Path, ctx: OptimizeContext) -> dict[str, Any]:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        cfg = self.config
+        model = onnx.load(str(src))
+        kwargs: dict[str, Any] = {"keep_io_types": cfg.keep_io_types}
+        if cfg.op_block_list:
+            kwargs["op_block_list"] = list(cfg.op_block_list)
+        with _root_logger_at(logging.ERROR):
+            converted = convert_float_to_float16(model, **kwargs)
+            # the converter appends its input casts at the end: put nodes back in order,
+            # or the file is not a valid ONNX graph (ONNX Runtime tolerates it; others do not)
+            OnnxModel(converted).topological_sort()
+        onnx.save(converted, str(dst))
+        casts = sum(node.op_type == "Cast" for node in converted.graph.node)
+        return {"casts": casts, "keep_io_types": cfg.keep_io_types}
 
 
 @contextmanager

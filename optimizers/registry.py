@@ -80,6 +80,7 @@ def _ensure_loaded() -> None:
         return
     _loaded = True
     # The built-in techniques register on import; their heavy libraries load lazily.
+    import optimizers.graph
     import optimizers.quantization  # noqa: F401
 
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):

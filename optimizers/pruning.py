@@ -1,0 +1,156 @@
+"""Pruning: structured (channels and neurons physically removed) and unstructured (weights zeroed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
+from optimizers.registry import register
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "StructuredPruning",
+    "StructuredPruningConfig",
+    "UnstructuredPruning",
+    "UnstructuredPruningConfig",
+]
+
+
+def _fine_tune(
+    model: torch.nn.Module, ctx: OptimizeContext, epochs: int, lr: float
+) -> dict[str, Any]:
+    from components.models import train_classifier
+    from components.spec import Training
+
+    if epochs == 0:
+        return {"epochs": 0}
+    if ctx.train is None:
+        raise ValueError("fine-tuning needs the training split, and this context has none")
+    x, y = ctx.train
+    history = train_classifier(model, x, y, Training(epochs=epochs, lr=lr, seed=ctx.seed))
+    return {"epochs": epochs, "final_loss": history["loss"][-1]}
+
+
+def _prunable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    import torch
+
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear | torch.nn.Conv2d | torch.nn.Conv1d)
+    ]
+
+
+def _output_layers(model: torch.nn.Module, ctx: OptimizeContext) -> list[torch.nn.Module]:
+    """The layers producing class scores: removing their units would remove classes."""
+    layers = _prunable(model)
+    if not layers:
+        raise ValueError("the model has no Linear or Conv layer to prune")
+    return [layers[-1][1]]
+
+
+class StructuredPruningConfig(OptimizerConfig):
+    """Remove a share of the channels (convolutions) and neurons (linear layers), ranked by
+    weight magnitude, then fine-tune. Shapes shrink, so dense kernels run faster."""
+
+    ratio: float = Field(default=0.5, gt=0, lt=1, description="share of channels/neurons removed")
+    importance: Literal["l1", "l2"] = "l2"
+    global_pruning: bool = Field(default=False, description="rank across layers, not per layer")
+    round_to: int | None = Field(
+        default=8, ge=1, description="keep channel counts multiples of this"
+    )
+    fine_tune_epochs: int = Field(default=4, ge=0, le=200)
+    lr: float = Field(default=1e-3, gt=0, le=1)
+
+
+@register
+class StructuredPruning(TorchOptimizer[StructuredPruningConfig]):
+    """Structured pruning with torch-pruning's dependency graph, then fine-tuning."""
+
+    key: ClassVar[str] = "pruning.structured"
+    config_class: ClassVar[type[OptimizerConfig]] = StructuredPruningConfig
+    description: ClassVar[str] = "remove channels and neurons (torch-pruning), then fine-tune"
+
+    def _apply(
+        self, model: torch.nn.Module, ctx: OptimizeContext
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+        import torch
+        import torch_pruning as tp
+
+        cfg = self.config
+        if ctx.train is None:
+            raise ValueError("structured pruning needs the training split to fine-tune")
+        torch.manual_seed(ctx.seed)
+        example = torch.as_tensor(ctx.train[0][:2])
+        before = {name: _width(m) for name, m in _prunable(model)}
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=1 if cfg.importance == "l1" else 2),
+            pruning_ratio=cfg.ratio,
+            global_pruning=cfg.global_pruning,
+            ignored_layers=_output_layers(model, ctx),
+            round_to=cfg.round_to,
+        )
+        pruner.step()
+        after = {name: _width(m) for name, m in _prunable(model)}
+        details = {
+            "widths": {name: [before[name], after[name]] for name in before},
+            "fine_tune": _fine_tune(model, ctx, cfg.fine_tune_epochs, cfg.lr),
+        }
+        model.eval()
+        return model, details
+
+
+def _width(module: torch.nn.Module) -> int:
+    return int(getattr(module, "out_features", 0) or getattr(module, "out_channels", 0))
+
+
+class UnstructuredPruningConfig(OptimizerConfig):
+    """Zero the smallest weights to a target sparsity, fine-tune with the mask held, make it
+    permanent. Shapes stay: ONNX Runtime's dense kernels multiply the zeros all the same, so
+    this makes the model no faster; only a compressed copy of the file gets smaller."""
+
+    sparsity: float = Field(default=0.5, gt=0, lt=1)
+    scope: Literal["global", "layer"] = "global"
+    fine_tune_epochs: int = Field(default=2, ge=0, le=200)
+    lr: float = Field(default=1e-3, gt=0, le=1)
+
+
+@register
+class UnstructuredPruning(TorchOptimizer[UnstructuredPruningConfig]):
+    """Magnitude pruning with ``torch.nn.utils.prune``, then fine-tuning."""
+
+    key: ClassVar[str] = "pruning.unstructured"
+    config_class: ClassVar[type[OptimizerConfig]] = UnstructuredPruningConfig
+    description: ClassVar[str] = "zero the smallest weights (sparsity; no speedup on dense kernels)"
+
+    def _apply(
+        self, model: torch.nn.Module, ctx: OptimizeContext
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+        import torch
+        from torch.nn.utils import prune
+
+        cfg = self.config
+        torch.manual_seed(ctx.seed)
+        layers = [m for _, m in _prunable(model)]
+        if cfg.scope == "global":
+            prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured,
+                                      amount=cfg.sparsity)  # fmt: skip
+        else:
+            for m in layers:
+                prune.l1_unstructured(m, "weight", amount=cfg.sparsity)  # type: ignore[no-untyped-call]
+        tuned = _fine_tune(model, ctx, cfg.fine_tune_epochs, cfg.lr)
+        for m in layers:
+            prune.remove(m, "weight")  # type: ignore[no-untyped-call]
+        weights = torch.cat([torch.as_tensor(m.weight).detach().flatten() for m in layers])
+        model.eval()
+        return model, {
+            "weight_sparsity": float((weights == 0).float().mean()),
+            "fine_tune": tuned,
+            "note": "dense kernels multiply zeros too: expect no speedup, only a smaller compressed file",
+        }

@@ -1,0 +1,127 @@
+"""Knowledge distillation: a smaller student trained to match the baseline (the teacher)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
+from optimizers.registry import register
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Distillation", "DistillationConfig"]
+
+
+class DistillationConfig(OptimizerConfig):
+    """The student is a built-in architecture at ``width`` (a multiplier of its channels and
+    units), or ``factory`` (``module:function`` called with ``kwargs``). The loss is
+    ``alpha`` x cross-entropy on the labels + (1 - ``alpha``) x T^2 x KL(teacher || student)
+    on outputs softened by the temperature T."""
+
+    builtin: Literal["digits_cnn", "tabular_mlp"] | None = None
+    width: float = Field(default=0.5, gt=0, le=8)
+    factory: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    temperature: float = Field(default=4.0, gt=0, le=100)
+    alpha: float = Field(default=0.3, ge=0, le=1, description="weight of the hard-label loss")
+    epochs: int = Field(default=15, ge=1, le=1000)
+    lr: float = Field(default=3e-3, gt=0, le=1)
+    batch_size: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _one_student(self) -> DistillationConfig:
+        if (self.builtin is None) == (self.factory is None):
+            raise ValueError("name the student: set exactly one of builtin or factory")
+        return self
+
+
+@register
+class Distillation(TorchOptimizer[DistillationConfig]):
+    """Train a smaller student on the teacher's softened outputs and the labels."""
+
+    key: ClassVar[str] = "distillation.student"
+    config_class: ClassVar[type[OptimizerConfig]] = DistillationConfig
+    description: ClassVar[str] = (
+        "train a smaller student (width multiplier or factory) on the baseline's outputs"
+    )
+
+    def _student(self, x: Any, n_classes: int) -> torch.nn.Module:
+        import torch
+
+        from components.models import build_builtin
+        from components.spec import BuiltinModel
+
+        cfg = self.config
+        if cfg.builtin is not None:
+            return build_builtin(BuiltinModel(builtin=cfg.builtin, width=cfg.width), x, n_classes)
+        module_name, _, attr = (cfg.factory or "").partition(":")
+        student = getattr(importlib.import_module(module_name), attr)(**cfg.kwargs)
+        if not isinstance(student, torch.nn.Module):
+            raise ValueError(
+                f"factory {cfg.factory!r} returned {type(student).__name__}, not a torch.nn.Module"
+            )
+        return student
+
+    def _apply(
+        self, model: torch.nn.Module, ctx: OptimizeContext
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+        import torch
+        from torch.nn import functional
+
+        cfg = self.config
+        if ctx.train is None:
+            raise ValueError("distillation needs the training split")
+        x_np, y_np = ctx.train
+        x, y = torch.as_tensor(x_np), torch.as_tensor(y_np)
+        teacher = model.eval()
+        with torch.no_grad():
+            soft = teacher(x)
+        torch.manual_seed(ctx.seed)
+        student = self._student(x_np, int(soft.shape[1]))
+        with torch.no_grad():
+            if student(x[:2]).shape != soft[:2].shape:
+                raise ValueError(
+                    f"the student's outputs have shape {list(student(x[:2]).shape[1:])}, "
+                    f"the teacher's {list(soft.shape[1:])}"
+                )
+        gen = torch.Generator().manual_seed(ctx.seed)
+        steps = cfg.epochs * ((len(x) + cfg.batch_size - 1) // cfg.batch_size)
+        opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+        t = cfg.temperature
+        start = time.perf_counter()
+        losses = []
+        student.train()
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(len(x), generator=gen)
+            total = 0.0
+            for i in range(0, len(x), cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
+                out = student(x[idx])
+                hard = functional.cross_entropy(out, y[idx])
+                distill = functional.kl_div(
+                    functional.log_softmax(out / t, dim=1), functional.softmax(soft[idx] / t, dim=1),
+                    reduction="batchmean",
+                ) * (t * t)  # fmt: skip
+                loss = cfg.alpha * hard + (1 - cfg.alpha) * distill
+                opt.zero_grad()
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+            losses.append(total / len(x))
+        student.eval()
+        with torch.no_grad():
+            agreement = float((student(x).argmax(1) == soft.argmax(1)).float().mean())
+        return student, {
+            "student": cfg.builtin or cfg.factory,
+            "width": cfg.width if cfg.builtin else None,
+            "train_agreement_with_teacher": round(agreement, 4),
+            "final_loss": losses[-1],
+            "seconds": time.perf_counter() - start,
+        }

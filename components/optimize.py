@@ -57,7 +57,10 @@ def candidate(spec: Spec, run_dir: Path, name: str) -> dict[str, Any]:
     start = time.perf_counter()
 
     torch_steps = [o for o in optimizers if isinstance(o, TorchOptimizer)]
-    current = run.baseline.model
+    # A private copy: ONNX tools write temporary files next to their input (onnxruntime's
+    # quantize_dynamic writes <input>-inferred.onnx), and candidates run in parallel.
+    current = work / "baseline.onnx"
+    shutil.copyfile(run.baseline.model, current)
     if torch_steps:
         module = load_baseline_module(spec, run)
         for opt in torch_steps:

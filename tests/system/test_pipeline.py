@@ -299,3 +299,20 @@ def test_the_same_run_promotes_to_s3_by_changing_only_the_registry_uri(
     )
     # and the registry commands read it over the same URI
     assert main(["registry", "list", "--registry", "s3://models/pipelines"]) == 0
+
+
+def test_candidates_running_in_parallel_do_not_share_files(promoted: RunLayout, work: Path) -> None:
+    """Orchestrators fan candidates out in parallel; each must work on files of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.optimize import candidate
+
+    spec = load_spec(onnx_spec(work, promoted, "parallel"))
+    run_dir = work / "runs" / "parallel"
+    shutil.copytree(promoted.root, run_dir)
+    names = [c.name for c in spec.candidate_names()] * 2  # the same recipes, twice at once
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: candidate(spec, run_dir, n), names[:3]))
+    assert not list((run_dir / "baseline").glob("*inferred*"))
+    for name in names[:3]:
+        assert RunLayout(run_dir).candidate(name).model.is_file()

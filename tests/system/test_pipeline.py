@@ -8,6 +8,7 @@ tests are too. (Selecting the fastest of two near-tied candidates is not.)
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -316,3 +317,78 @@ def test_candidates_running_in_parallel_do_not_share_files(promoted: RunLayout, 
     assert not list((run_dir / "baseline").glob("*inferred*"))
     for name in names[:3]:
         assert RunLayout(run_dir).candidate(name).model.is_file()
+
+
+PLUGIN_PYPROJECT = """
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "acme-slimgate"
+version = "0.1.0"
+
+[project.entry-points."slimgate.optimizers"]
+"acme.stamp" = "acme_slimgate:Stamp"
+"""
+
+PLUGIN_MODULE = '''
+"""A platform team's optimizer, in a package of its own."""
+from pathlib import Path
+from typing import Any, ClassVar
+
+from optimizers import OnnxOptimizer, OptimizeContext, OptimizerConfig
+
+
+class StampConfig(OptimizerConfig):
+    owner: str = "acme"
+
+
+class Stamp(OnnxOptimizer[StampConfig]):
+    key: ClassVar[str] = "acme.stamp"
+    config_class: ClassVar[type[OptimizerConfig]] = StampConfig
+    description: ClassVar[str] = "record the owning team in the model's metadata"
+
+    def _apply(self, src: Path, dst: Path, ctx: OptimizeContext) -> dict[str, Any]:
+        import onnx
+
+        model = onnx.load(str(src))
+        onnx.helper.set_model_props(model, {"owner": self.config.owner})
+        onnx.save(model, str(dst))
+        return {"owner": self.config.owner}
+'''
+
+
+def test_a_plugin_package_adds_an_optimizer_through_the_entry_point_group(
+    promoted: RunLayout, work: Path
+) -> None:
+    source, site = work / "acme-plugin", work / "acme-site"
+    source.mkdir()
+    (source / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
+    (source / "acme_slimgate.py").write_text(PLUGIN_MODULE)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    exe = str(Path(sys.executable).with_name("slimgate"))
+    listing = subprocess.run(
+        [exe, "optimizers", "list"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "acme.stamp" in listing.stdout and "record the owning team" in listing.stdout
+
+    spec = onnx_spec(
+        work,
+        promoted,
+        "plugin",
+        candidates=[[{"acme.stamp": {"owner": "vision"}}, "quantization.dynamic_int8"]],
+    )
+    proc = subprocess.run([exe, "run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "plugin"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    steps = read_json(
+        work / "runs" / "plugin" / "candidates" / "c0-stamp-dynamic-int8" / "optimize.json"
+    )["steps"]
+    assert [s["key"] for s in steps] == ["acme.stamp", "quantization.dynamic_int8"]
+    assert steps[0]["details"] == {"owner": "vision"}
+    # without the plugin installed, the same spec fails before any work, naming the key
+    bare = subprocess.run([exe, "validate", str(spec)], capture_output=True, text=True, check=False)
+    assert bare.returncode == 2 and "unknown optimizer 'acme.stamp'" in bare.stderr

@@ -7,11 +7,14 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from optimizers.base import OnnxOptimizer, OptimizeContext, OptimizerConfig
+if TYPE_CHECKING:
+    import torch
+
+from optimizers.base import OnnxOptimizer, OptimizeContext, OptimizerConfig, TorchOptimizer
 from optimizers.registry import register
 
 __all__ = [
@@ -19,6 +22,8 @@ __all__ = [
     "DynamicInt8QuantizationConfig",
     "Fp16Conversion",
     "Fp16ConversionConfig",
+    "QuantizationAwareTraining",
+    "QuantizationAwareTrainingConfig",
     "StaticInt8Quantization",
     "StaticInt8QuantizationConfig",
 ]
@@ -232,3 +237,73 @@ def _root_logger_at(level: int) -> Iterator[None]:
         yield
     finally:
         logging.root.setLevel(previous)
+
+
+class QuantizationAwareTrainingConfig(OptimizerConfig):
+    """Fine-tune with int8 fake quantization (per-channel symmetric weights, per-tensor
+    activations with running ranges; gradients pass straight through), then snap the weights
+    to their int8 grid. Follow it with ``quantization.static_int8`` for the real int8 model."""
+
+    epochs: int = Field(default=3, ge=1, le=200)
+    lr: float = Field(default=5e-4, gt=0, le=1)
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="of the activation-range averages")
+
+
+@register
+class QuantizationAwareTraining(TorchOptimizer[QuantizationAwareTrainingConfig]):
+    """Quantization-aware fine-tuning of linear and conv layers."""
+
+    key: ClassVar[str] = "quantization.qat"
+    config_class: ClassVar[type[OptimizerConfig]] = QuantizationAwareTrainingConfig
+    description: ClassVar[str] = (
+        "fine-tune with int8 fake quantization (then quantization.static_int8)"
+    )
+
+    def _apply(
+        self, model: torch.nn.Module, ctx: OptimizeContext
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+        import torch
+        from torch.nn.utils import parametrize
+
+        from optimizers.pruning import _fine_tune, _prunable
+
+        cfg = self.config
+        layers = [m for _, m in _prunable(model)]
+        ranges: dict[int, list[float]] = {}
+
+        class FakeQuantWeight(torch.nn.Module):
+            """Per-channel symmetric int8, with straight-through gradients."""
+
+            def forward(self, w: torch.Tensor) -> torch.Tensor:
+                flat = w.detach().reshape(w.shape[0], -1)
+                scale = (flat.abs().amax(dim=1) / 127).clamp(min=1e-8)
+                zero = torch.zeros(w.shape[0], dtype=torch.int32)
+                return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -128, 127)
+
+        def fake_quant_input(
+            module: torch.nn.Module, args: tuple[torch.Tensor, ...]
+        ) -> tuple[torch.Tensor, ...]:
+            x = args[0]
+            lo, hi = float(x.detach().min()), float(x.detach().max())
+            seen = ranges.setdefault(id(module), [lo, hi])
+            if module.training:  # running averages of the activation range, as observers keep
+                seen[0] = cfg.momentum * seen[0] + (1 - cfg.momentum) * lo
+                seen[1] = cfg.momentum * seen[1] + (1 - cfg.momentum) * hi
+            lo, hi = min(seen[0], 0.0), max(seen[1], 0.0)
+            scale = max((hi - lo) / 255, 1e-8)
+            zero = round(-lo / scale)
+            return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255), *args[1:])
+
+        handles = [m.register_forward_pre_hook(fake_quant_input) for m in layers]
+        for m in layers:
+            parametrize.register_parametrization(m, "weight", FakeQuantWeight())
+        try:
+            tuned = _fine_tune(model, ctx, cfg.epochs, cfg.lr)
+        finally:
+            for h in handles:
+                h.remove()
+            for m in layers:
+                # keeps the fake-quantized values: the weights now sit on their int8 grid
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        model.eval()
+        return model, {"layers": len(layers), "fine_tune": tuned}

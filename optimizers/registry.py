@@ -81,6 +81,7 @@ def _ensure_loaded() -> None:
     _loaded = True
     # The built-in techniques register on import; their heavy libraries load lazily.
     import optimizers.distillation
+    import optimizers.features
     import optimizers.graph
     import optimizers.low_rank
     import optimizers.pruning

@@ -1,5 +1,5 @@
-"""`make bench`: the built-in example end to end, every candidate measured, and how repeatable
-the measurements are on this machine.
+"""`make bench`: the built-in example end to end (the demo, then every technique and a chain),
+every candidate measured, and how repeatable the measurements are on this machine.
 
 Prints, for the baseline and every candidate: p50, p95 with its upper confidence bound,
 throughput at each batch size, size, MACs, the share of the machine's nominal compute peak the
@@ -23,45 +23,51 @@ from components.cli import demo_spec_path
 from components.compare import compare
 from components.report import collect, speedup_text
 from components.runner import run
-from components.spec import load_spec
+from components.spec import Spec, load_spec
+
+
+def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[Spec, Path]:
+    """Run one spec end to end and print every model's measurements; returns its run dir."""
+    spec = load_spec(spec_path, {"registry": str(root / "registry" / name)})
+    start = time.perf_counter()
+    result = run(spec, root / "runs", run_id=name)
+    console.print(f"\n{spec_path.name}: {result.status} in {time.perf_counter() - start:.0f} s")
+    data = collect(spec, result.run_dir)
+    env = data["environment"]
+    console.print(f"{env['cpu']} ({env['simd']}, {env['cpu_mhz']:.0f} MHz), "
+                  f"{env['threads']} threads, onnxruntime {env['onnxruntime']}")  # fmt: skip
+    rows = [data["baseline"], *data["candidates"]]
+    batches = sorted({b for r in rows for b in r["batches"]})
+    table = Table(title=f"{spec.name}: every model", title_justify="left")
+    for col in ("model", "p50 ms", "p95 ms", "p95 bound", *[f"inf/s @{b}" for b in batches],
+                "size MB", "params", "M MACs", "of limit", "accuracy", "speedup [95% interval]", "verdict"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
+    for r in rows:
+        if not r["batches"]:
+            table.add_row(r["name"], *["-"] * (10 + len(batches)), "error")
+            continue
+        first = r["batches"][min(r["batches"])]
+        table.add_row(
+            r["name"], f"{first['p50_ms']:.3f}", f"{first['p95_ms']:.3f}", f"{first['p95_upper_ms']:.3f}",
+            *[f"{r['batches'][b]['throughput_per_s']:,.0f}" for b in batches],
+            f"{r['size_bytes'] / 1e6:.2f}", f"{r['parameters']:,}", f"{first['macs'] / first['batch'] / 1e6:.1f}",
+            f"{first['limit']['fraction_of_p50']:.0%}", f"{r['accuracy']:.4f}", speedup_text(r),
+            r.get("outcome") or "",
+        )  # fmt: skip
+    console.print(table)
+    return spec, result.run_dir
 
 
 def main() -> int:
-    console = Console(highlight=False, width=160)
+    console = Console(highlight=False, width=190)
+    techniques = Path(__file__).parents[1] / "examples" / "digits-techniques.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        spec = load_spec(demo_spec_path(), {"registry": str(root / "registry")})
-        start = time.perf_counter()
-        result = run(spec, root / "runs", run_id="bench")
-        console.print(f"built-in example: {result.status} in {time.perf_counter() - start:.0f} s\n")
-        data = collect(spec, result.run_dir)
-        env = data["environment"]
-        console.print(f"{env['cpu']} ({env['simd']}, {env['cpu_mhz']:.0f} MHz), "
-                      f"{env['threads']} threads, onnxruntime {env['onnxruntime']}")  # fmt: skip
-        rows = [data["baseline"], *data["candidates"]]
-        batches = sorted({b for r in rows for b in r["batches"]})
-        table = Table(title="every model of the built-in example", title_justify="left")
-        for col in ("model", "p50 ms", "p95 ms", "p95 bound", *[f"inf/s @{b}" for b in batches],
-                    "size MB", "M MACs", "of limit", "speedup [95% interval]", "verdict"):  # fmt: skip
-            table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
-        for r in rows:
-            first = r["batches"][min(r["batches"])]
-            bench = result.run_dir / (
-                "baseline" if r["name"] == "baseline" else f"candidates/{r['name']}"
-            )
-            macs = first["macs"] / first["batch"] / 1e6
-            table.add_row(
-                r["name"], f"{first['p50_ms']:.3f}", f"{first['p95_ms']:.3f}",
-                f"{first['p95_upper_ms']:.3f}",
-                *[f"{r['batches'][b]['throughput_per_s']:,.0f}" for b in batches],
-                f"{r['size_bytes'] / 1e6:.2f}", f"{macs:.1f}",
-                f"{first['limit']['fraction_of_p50']:.0%}", speedup_text(r), r.get("outcome") or "",
-            )  # fmt: skip
-            assert bench.is_dir()
-        console.print(table)
+        spec, run_dir = measure(demo_spec_path(), root, "demo", console)
+        measure(techniques, root, "techniques", console)
 
-        base = result.run_dir / "baseline" / "model.onnx"
-        split = result.run_dir / "data" / "test.npz"
+        base = run_dir / "baseline" / "model.onnx"
+        split = run_dir / "data" / "test.npz"
         one = spec.target.model_copy(update={"batch_sizes": (1,)})
         a = benchmark(base, split, root / "a.json", one, spec.benchmark)["batches"]["1"]["p50_ms"]
         b = benchmark(base, split, root / "b.json", one, spec.benchmark)["batches"]["1"]["p50_ms"]

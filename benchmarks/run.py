@@ -50,8 +50,9 @@ def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[S
         table.add_row(
             r["name"], f"{first['p50_ms']:.3f}", f"{first['p95_ms']:.3f}", f"{first['p95_upper_ms']:.3f}",
             *[f"{r['batches'][b]['throughput_per_s']:,.0f}" for b in batches],
-            f"{r['size_bytes'] / 1e6:.2f}", f"{r['parameters']:,}", f"{first['macs'] / first['batch'] / 1e6:.1f}",
-            f"{first['limit']['fraction_of_p50']:.0%}", f"{r['accuracy']:.4f}", speedup_text(r),
+            f"{r['size_bytes'] / 1e6:.2f}", f"{r['parameters']:,}",
+            "unknown" if first["macs"] is None else f"{first['macs'] / first['batch'] / 1e6:.1f}",
+            "-" if not first["limit"] else f"{first['limit']['fraction_of_p50']:.0%}", f"{r['accuracy']:.4f}", speedup_text(r),
             r.get("outcome") or "",
         )  # fmt: skip
     console.print(table)

@@ -151,7 +151,10 @@ def benchmark(
         used = raw["providers_used"]
         cost = graph_cost(model, batch)
         stats = summarize(raw["samples_ms"], settings.confidence)
-        limit = theoretical_limit(cost, target)
+        # Nodes whose shapes ONNX cannot infer (ONNX Runtime's fused contrib ops) hide their
+        # MACs: say "unknown" rather than report a count that is too low, or a limit from it.
+        counted = not cost.unknown_nodes
+        limit = theoretical_limit(cost, target) if counted else None
         if limit and "min_ms" in limit:
             limit["fraction_of_p50"] = limit["min_ms"] / stats["p50_ms"]
         weight_gb_per_s = cost.weight_bytes / (stats["p50_ms"] / 1e3) / 1e9
@@ -169,7 +172,8 @@ def benchmark(
             "energy_joules_per_inference": (
                 raw["energy_joules"] / runs if raw["energy_joules"] is not None else None
             ),
-            "macs": cost.macs,
+            "macs": cost.macs if counted else None,
+            "uncounted_nodes": cost.unknown_nodes,
             "limit": limit,
             "effective_weight_gb_per_s": weight_gb_per_s,
             "samples_ms": raw["samples_ms"],
@@ -180,8 +184,8 @@ def benchmark(
         "size_bytes": model.stat().st_size,
         "parameters": first_cost.parameters,
         "weight_bytes": first_cost.weight_bytes,
-        "macs_per_example": first_cost.macs,
-        "macs_int8_per_example": first_cost.macs_int8,
+        "macs_per_example": None if first_cost.unknown_nodes else first_cost.macs,
+        "macs_int8_per_example": None if first_cost.unknown_nodes else first_cost.macs_int8,
         "uncounted_nodes": first_cost.unknown_nodes,
         "energy_source": "RAPL package energy"
         if energy

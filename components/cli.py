@@ -341,9 +341,13 @@ def _print_bench(record: dict[str, Any], comparison: dict[str, Any] | None) -> N
 
     env = record["environment"]
     out = Console(highlight=False, width=max(Console().width, 120))
-    out.print(
-        f"{record['model']}: {record['size_bytes'] / 1e6:.2f} MB, {record['parameters']:,} parameters, "
+    macs = (
         f"{record['macs_per_example'] / 1e6:.1f} M MACs per example"
+        if record["macs_per_example"] is not None
+        else f"MACs unknown ({len(record['uncounted_nodes'])} fused nodes ONNX cannot size)"
+    )
+    out.print(
+        f"{record['model']}: {record['size_bytes'] / 1e6:.2f} MB, {record['parameters']:,} parameters, {macs}"
     )
     out.print(
         f"{env['cpu']} ({env['simd']}), {env['threads']} threads, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -170,7 +172,8 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
                 return next(self._it, None)
 
         prepared = ctx.workdir / f"{src.stem}-preprocessed.onnx"
-        with _root_logger_at(logging.ERROR):
+        # histogram calibration reports progress with print(); keep it off the user's terminal
+        with _root_logger_at(logging.ERROR), contextlib.redirect_stdout(io.StringIO()):
             quant_pre_process(str(src), str(prepared))  # shape inference, as ORT recommends
             quantize_static(
                 str(prepared),

@@ -125,3 +125,19 @@ def test_a_narrow_median_interval_can_end_the_timed_runs_early(models: dict[str,
     settings = FAST.model_copy(update={"min_runs": 100, "min_seconds": 20.0, "target_rel_ci": 0.5})
     raw = run_worker(request(models["small"], None, 1, Target(threads=1), settings))
     assert raw["stop_reason"] == "median CI narrow enough" and raw["wall_seconds"] < 20
+
+
+def test_fused_nodes_make_macs_unknown_not_zero(models: dict[str, Path], tmp_path: Path) -> None:
+    from optimizers.base import OptimizeContext
+    from optimizers.graph import GraphOptimization
+
+    fused = tmp_path / "fused.onnx"
+    GraphOptimization({"level": "extended"}).run(
+        models["big"], fused, OptimizeContext(workdir=tmp_path, threads=1)
+    )
+    record = benchmark(fused, None, tmp_path / "b.json", Target(threads=1), FAST)
+    one = record["batches"]["1"]
+    assert one["macs"] is None and one["limit"] is None and one["uncounted_nodes"]
+    assert record["macs_per_example"] is None
+    result = slimgate("bench", str(fused), "--seconds", "0.05", "--threads", "1")
+    assert result.returncode == 0 and "MACs unknown" in result.stdout

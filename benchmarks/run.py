@@ -1,5 +1,6 @@
-"""`make bench`: the built-in example end to end (the demo, then every technique and a chain),
-every candidate measured, and how repeatable the measurements are on this machine.
+"""`make bench`: the built-in example end to end (every technique and a chain on the CNN), the
+tabular example (feature selection and PCA too), every candidate measured, and how repeatable
+the measurements are on this machine.
 
 Prints, for the baseline and every candidate: p50, p95 with its upper confidence bound,
 throughput at each batch size, size, MACs, the share of the machine's nominal compute peak the
@@ -61,11 +62,11 @@ def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[S
 
 def main() -> int:
     console = Console(highlight=False, width=190)
-    techniques = Path(__file__).parents[1] / "examples" / "digits-techniques.yaml"
+    tabular = Path(__file__).parents[1] / "examples" / "breast-cancer.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec, run_dir = measure(demo_spec_path(), root, "demo", console)
-        measure(techniques, root, "techniques", console)
+        measure(tabular, root, "tabular", console)
 
         base = run_dir / "baseline" / "model.onnx"
         split = run_dir / "data" / "test.npz"

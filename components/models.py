@@ -204,12 +204,17 @@ def module_stats(model: torch.nn.Module) -> dict[str, float]:
     }
 
 
-def export_onnx(model: torch.nn.Module, n_features: int, path: Path) -> None:
-    """Export with a dynamic batch axis: input ``input`` (batch, features), output ``logits``."""
+def export_onnx(
+    model: torch.nn.Module, n_features: int, path: Path, *, input_dtype: str = "float32"
+) -> None:
+    """Export with a dynamic batch axis: input ``input`` (batch, features), output ``logits``.
+
+    ``input_dtype="int64"`` for models over token ids (a sequence of ``n_features`` tokens).
+    """
     import torch
 
     model.eval()
-    sample = torch.zeros(1, n_features, dtype=torch.float32)
+    sample = torch.zeros(1, n_features, dtype=getattr(torch, input_dtype))
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose: it handles every model here with

@@ -55,7 +55,11 @@ def _output_layers(model: torch.nn.Module, ctx: OptimizeContext) -> list[torch.n
 
 class StructuredPruningConfig(OptimizerConfig):
     """Remove a share of the channels (convolutions) and neurons (linear layers), ranked by
-    weight magnitude, then fine-tune. Shapes shrink, so dense kernels run faster."""
+    weight magnitude, then fine-tune. Shapes shrink, so dense kernels run faster.
+
+    Attention layers written the Hugging Face way (a module with ``num_attention_heads`` and
+    ``query``/``key``/``value`` projections: BERT, RoBERTa, ViT, ...) lose whole heads, the
+    same share of them, so every remaining head keeps its size."""
 
     ratio: float = Field(default=0.5, gt=0, lt=1, description="share of channels/neurons removed")
     importance: Literal["l1", "l2"] = "l2"
@@ -67,13 +71,27 @@ class StructuredPruningConfig(OptimizerConfig):
     lr: float = Field(default=1e-3, gt=0, le=1)
 
 
+def _attention_layers(model: torch.nn.Module) -> list[Any]:
+    """Attention modules in the Hugging Face layout, whose heads are pruned as units."""
+    import torch
+
+    return [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "num_attention_heads", None), int)
+        and all(isinstance(getattr(m, p, None), torch.nn.Linear) for p in ("query", "key", "value"))
+    ]
+
+
 @register
 class StructuredPruning(TorchOptimizer[StructuredPruningConfig]):
     """Structured pruning with torch-pruning's dependency graph, then fine-tuning."""
 
     key: ClassVar[str] = "pruning.structured"
     config_class: ClassVar[type[OptimizerConfig]] = StructuredPruningConfig
-    description: ClassVar[str] = "remove channels and neurons (torch-pruning), then fine-tune"
+    description: ClassVar[str] = (
+        "remove channels, neurons and attention heads (torch-pruning), then fine-tune"
+    )
 
     def _apply(
         self, model: torch.nn.Module, ctx: OptimizeContext
@@ -87,6 +105,13 @@ class StructuredPruning(TorchOptimizer[StructuredPruningConfig]):
         torch.manual_seed(ctx.seed)
         example = torch.as_tensor(ctx.train[0][:2])
         before = {name: _width(m) for name, m in _prunable(model)}
+        attention = _attention_layers(model)
+        heads_before = [m.num_attention_heads for m in attention]
+        num_heads = {
+            getattr(m, p): m.num_attention_heads
+            for m in attention
+            for p in ("query", "key", "value")
+        }
         pruner = tp.pruner.MetaPruner(
             model,
             example,
@@ -95,13 +120,24 @@ class StructuredPruning(TorchOptimizer[StructuredPruningConfig]):
             global_pruning=cfg.global_pruning,
             ignored_layers=_output_layers(model, ctx),
             round_to=cfg.round_to,
+            num_heads=num_heads,
+            prune_num_heads=bool(num_heads),
+            prune_head_dims=False,
+            head_pruning_ratio=cfg.ratio,
         )
         pruner.step()
+        for m in attention:  # the module's own bookkeeping, which its forward reads
+            m.all_head_size = m.query.out_features
+            m.num_attention_heads = m.all_head_size // m.attention_head_size
         after = {name: _width(m) for name, m in _prunable(model)}
-        details = {
+        details: dict[str, Any] = {
             "widths": {name: [before[name], after[name]] for name in before},
             "fine_tune": _fine_tune(model, ctx, cfg.fine_tune_epochs, cfg.lr),
         }
+        if attention:
+            details["heads"] = [
+                [b, m.num_attention_heads] for b, m in zip(heads_before, attention, strict=True)
+            ]
         model.eval()
         return model, details
 

@@ -16,7 +16,14 @@ claims (bytes, parameters, sparsity, dtypes, channel counts), measured on its ou
 
 The suite builds a small MLP on a fixed random classification task, applies the optimizer
 through its ``run`` method (so the base class's measurements are checked too), and runs the
-result in ONNX Runtime.
+result in ONNX Runtime. An optimizer for another family overrides the ``contract_model``
+fixture, for example with :func:`make_transformer_contract_model` (a BERT-style encoder over
+token ids; needs the ``transformers`` package)::
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_model(cls, tmp_path_factory):
+        return make_transformer_contract_model(tmp_path_factory.mktemp("contract"))
 """
 
 from __future__ import annotations
@@ -39,7 +46,13 @@ from optimizers.base import (
     TorchOptimizer,
 )
 
-__all__ = ["ContractModel", "Measured", "OptimizerContract", "make_contract_model"]
+__all__ = [
+    "ContractModel",
+    "Measured",
+    "OptimizerContract",
+    "make_contract_model",
+    "make_transformer_contract_model",
+]
 
 N_FEATURES = 32
 N_CLASSES = 4
@@ -51,6 +64,9 @@ class ContractModel:
     onnx: Path
     train: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    n_features: int = N_FEATURES
+    n_classes: int = N_CLASSES
+    input_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,77 @@ def make_contract_model(workdir: Path, seed: int = 0) -> ContractModel:
     path = workdir / "contract-model.onnx"
     export_onnx(module, N_FEATURES, path)
     return ContractModel(module, path, (x[:480], y[:480]), (x[480:], y[480:]))
+
+
+SEQUENCE = 32
+VOCABULARY = 200
+
+
+def token_task(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Token sequences whose class is given by three keyword tokens among random ones."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, size=n)
+    x = rng.integers(N_CLASSES * 4 + 1, VOCABULARY - 1, size=(n, SEQUENCE))
+    for row, label in enumerate(y):
+        where = rng.choice(np.arange(1, SEQUENCE), size=3, replace=False)
+        x[row, where] = 1 + label * 4 + rng.integers(0, 4, size=3)
+    x[:, 0] = VOCABULARY - 1  # a [CLS] token, whose final state is classified
+    return x.astype(np.int64), y.astype(np.int64)
+
+
+def make_transformer_module(
+    hidden: int = 64, layers: int = 2, heads: int = 4, intermediate: int = 256, seed: int = 0
+) -> Any:  # torch.nn.Module
+    """A BERT encoder built from a config with random weights, classifying its [CLS] state.
+
+    Attention is eager (written out in ONNX as MatMul/Softmax, which ONNX Runtime's transformer
+    fusion recognises); the attention mask is computed from the ids, so the model has one input.
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    settings: dict[str, Any] = dict(
+        vocab_size=VOCABULARY,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=SEQUENCE,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation="eager",
+    )
+    config = BertConfig(**settings)
+
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = BertModel(config, add_pooling_layer=False)
+            self.head = torch.nn.Linear(hidden, N_CLASSES)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            mask = (input_ids != 0).long()
+            states = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            logits: torch.Tensor = self.head(states[:, 0])
+            return logits
+
+    torch.manual_seed(seed)
+    return Classifier()
+
+
+def make_transformer_contract_model(workdir: Path, seed: int = 0) -> ContractModel:
+    """A small trained BERT-style classifier over token ids, and its ONNX export."""
+    from components.models import export_onnx, train_classifier
+    from components.spec import Training
+
+    x, y = token_task(800, seed)
+    module = make_transformer_module(seed=seed)
+    train_classifier(module, x[:600], y[:600], Training(epochs=4, lr=3e-3, seed=seed))
+    path = workdir / "contract-transformer.onnx"
+    export_onnx(module, SEQUENCE, path, input_dtype="int64")
+    return ContractModel(
+        module, path, (x[:600], y[:600]), (x[600:], y[600:]), SEQUENCE, N_CLASSES, "int64"
+    )
 
 
 def measure(path: Path, x: np.ndarray) -> Measured:
@@ -144,7 +231,7 @@ class OptimizerContract:
             import copy
 
             module, record = opt.run(copy.deepcopy(model.module), ctx)
-            export_onnx(module, N_FEATURES, out)
+            export_onnx(module, model.n_features, out, input_dtype=model.input_dtype)
         return out, record
 
     # --- the contract --------------------------------------------------------------------------
@@ -181,7 +268,7 @@ class OptimizerContract:
         onnx.checker.check_model(str(out))
         x, _ = contract_model.test
         outputs = measure(out, x).outputs
-        assert outputs.shape == (len(x), N_CLASSES)
+        assert outputs.shape == (len(x), contract_model.n_classes)
         assert np.isfinite(outputs).all()
 
     def test_changes_what_it_claims(self, contract_model: ContractModel, tmp_path: Path) -> None:

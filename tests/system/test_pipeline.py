@@ -30,6 +30,15 @@ pytestmark = pytest.mark.system
 # The pipeline is under test here, not the machine: short measurements keep it quick.
 QUICK_BENCHMARK = {"warmup": 5, "min_runs": 50, "min_seconds": 0.1, "compare_rounds": 4,
                    "compare_seconds": 0.05, "compare_min_runs": 20}  # fmt: skip
+# Three int8 variants, quick to make. The example itself tries every technique: that run is
+# `make demo` (and `make bench`), too long for a test of the pipeline's plumbing.
+INT8_CANDIDATES = [
+    {"name": "int8-dynamic", "steps": ["quantization.dynamic_int8"]},
+    {"name": "int8-dynamic-per-channel",
+     "steps": [{"quantization.dynamic_int8": {"per_channel": True}}]},
+    {"name": "int8-dynamic-with-conv",
+     "steps": [{"quantization.dynamic_int8": {"op_types": ["Conv", "MatMul"]}}]},
+]  # fmt: skip
 DETERMINISTIC_GOALS = {
     "size": {"max_ratio": 0.5},
     "accuracy": {"max_drop": 0.01, "confidence": 0.95},
@@ -52,7 +61,7 @@ def promoted(work: Path) -> RunLayout:
     """One full run of the built-in example (it trains the CNN), shared by the tests below."""
     spec = yaml.safe_load(demo_spec_path().read_text())
     spec.update(goals=DETERMINISTIC_GOALS, select="smallest", registry=str(work / "registry"),
-                benchmark=QUICK_BENCHMARK)  # fmt: skip
+                benchmark=QUICK_BENCHMARK, candidates=INT8_CANDIDATES)  # fmt: skip
     code = main(["run", str(write(work / "digits.yaml", spec)), "--runs-dir", str(work / "runs"),
                  "--run-id", "first"])  # fmt: skip
     assert code == 0
@@ -64,7 +73,7 @@ def onnx_spec(work: Path, run: RunLayout, name: str, **changes: Any) -> Path:
     spec = yaml.safe_load(demo_spec_path().read_text())
     spec.update({"model": {"onnx": str(run.baseline.model)}, "goals": DETERMINISTIC_GOALS,
                  "select": "smallest", "registry": str(work / "registry"),
-                 "benchmark": QUICK_BENCHMARK, **changes})  # fmt: skip
+                 "benchmark": QUICK_BENCHMARK, "candidates": INT8_CANDIDATES, **changes})  # fmt: skip
     return write(work / f"{name}.yaml", spec)
 
 

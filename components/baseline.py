@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.benchmark import benchmark
+from components.cache import baseline_inputs, measurement_inputs, open_cache, reuse_or_make
 from components.data import load_split
 from components.errors import DataError, ModelError
 from components.evaluate import evaluate
@@ -14,6 +15,8 @@ from components.layout import RunLayout, read_json, write_json
 from components.models import build_builtin, export_onnx, load_factory, train_classifier
 from components.onnx_utils import check_model
 from components.spec import BuiltinModel, FactoryModel, Spec
+from components.stores import sha256_file
+from components.tuning import build_untrained, tune_training
 
 if TYPE_CHECKING:
     import torch
@@ -29,17 +32,46 @@ def dataset_info(run: RunLayout) -> dict[str, Any]:
 
 
 def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
-    """Produce ``baseline/model.onnx`` and measure it: the reference every candidate is judged by."""
-    import torch
+    """Produce ``baseline/model.onnx`` and measure it: the reference every candidate is judged by.
 
+    Both halves come from the cache when their inputs are unchanged (see components/cache.py);
+    ``baseline/cache.json`` says which did.
+    """
     run = RunLayout(run_dir)
     info = dataset_info(run)
-    n_features, n_classes = info["n_features"], len(info["classes"])
     out = run.baseline
     out.root.mkdir(parents=True, exist_ok=True)
+    cache = open_cache(spec, run_dir)
+    record = {
+        "model": reuse_or_make(cache, "baseline", baseline_inputs(spec, info["fingerprint"]),
+                               out.root, lambda: _make(spec, run, info), run_id=run.run_id),
+    }  # fmt: skip
+    check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
+
+    def measure() -> list[str]:
+        evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads)
+        benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
+        return [out.metrics.name, out.predictions.name, out.benchmark.name]
+
+    inputs = measurement_inputs(spec, info["fingerprint"], sha256_file(out.model), None)
+    record["measurements"] = reuse_or_make(
+        cache if spec.cache.measurements else None, "measurements", inputs, out.root, measure,
+        run_id=run.run_id,
+    )  # fmt: skip
+    write_json(out.root / "cache.json", record)
+    metrics: dict[str, Any] = read_json(out.metrics)
+    return metrics
+
+
+def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
+    """Train (or load) and export the baseline into ``baseline/``; returns the files written."""
+    import torch
+
+    n_features, n_classes = info["n_features"], len(info["classes"])
+    out = run.baseline
     source = spec.model
     record: dict[str, Any] = {"source": source.model_dump(), "trained": False}
-
+    files = [out.model.name, "train.json"]
     if isinstance(source, BuiltinModel | FactoryModel):
         x, y = load_split(run.split("train"))
         if isinstance(source, BuiltinModel):
@@ -48,23 +80,25 @@ def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
         else:
             module, loaded = load_factory(source, spec)
         if not loaded:
+            training = spec.training
+            if training.tune is not None:
+                training, width, record["tuning"] = tune_training(spec, x, y, n_classes, out.root)
+                module = build_untrained(spec, x, n_classes, width)
+                record["width"] = width
             record["trained"] = True
-            record["training"] = spec.training.model_dump()
-            record["history"] = train_classifier(module, x, y, spec.training)
+            record["training"] = training.model_dump()
+            record["history"] = train_classifier(module, x, y, training)
         module.eval()
         torch.save(module.state_dict(), out.root / "model.pt")
+        files.append("model.pt")
         export_onnx(module, n_features, out.model)
     else:
         src = spec.resolve(source.onnx)
         if not src.is_file():
             raise ModelError(f"model.onnx: file not found: {src}")
         shutil.copyfile(src, out.model)
-
-    check_model(out.model, n_features, n_classes, spec.target.threads)
     write_json(out.root / "train.json", record)
-    metrics = evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads)
-    benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
-    return metrics
+    return files
 
 
 def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
@@ -84,7 +118,9 @@ def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
     info = dataset_info(run)
     if isinstance(source, BuiltinModel):
         x, _ = load_split(run.split("train"))
-        module = build_builtin(source, x, len(info["classes"]))
+        trained = read_json(run.baseline.root / "train.json")
+        width = trained.get("width")  # tuning may have chosen another width
+        module = build_untrained(spec, x, len(info["classes"]), width)
     else:
         module, _ = load_factory(source.model_copy(update={"weights": None}), spec)
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

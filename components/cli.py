@@ -31,7 +31,9 @@ EPILOG = """exit codes:
   3  rejected: no candidate met the goals; nothing was written to the registry
 """
 
-RUN_STEPS = ("prepare_data", "baseline", "champion", "candidate", "gate", "promote", "report")
+RUN_STEPS = (
+    "prepare_data", "baseline", "champion", "candidate", "search", "gate", "promote", "report",
+)  # fmt: skip
 
 
 def _console() -> Console:
@@ -150,6 +152,21 @@ def _summary(spec: Spec, run_dir: Path) -> None:
     out.print(table)
     for note in notes:
         out.print(note)
+    found = data.get("search")
+    if found:
+        blocked = ", ".join(f"{g} {n}" for g, n in sorted(found["blocked_by_goal"].items()))
+        out.print(
+            f"search: {len(found['trials'])} trials in {found['seconds']:.0f} s (stopped by the "
+            f"{found['stopped_by']} limit), {found['screened_out']} stopped at the screen, "
+            f"{len(found['feasible'])} met every goal; front: {', '.join(found['front']) or 'empty'}"
+            + (f"; trials blocked per goal: {blocked}" if blocked else "")
+        )
+    reused = data.get("reused") or {}
+    if reused.get("models") or reused.get("measurements"):
+        out.print(
+            f"reused from the cache: {len(reused['models'])} models, "
+            f"{len(reused['measurements'])} measurements (unchanged inputs)"
+        )
     promo = data.get("promotion") or {}
     if promo.get("status") == "promoted":
         again = "" if promo.get("created") else " (identical to an existing version)"
@@ -225,6 +242,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     import components.prepare
     import components.promote
     import components.report
+    import components.search
 
     spec = _load(args)
     if args.run_dir:
@@ -238,6 +256,7 @@ def cmd_step(args: argparse.Namespace) -> int:
         "prepare_data": components.prepare.prepare_data,
         "baseline": components.baseline.baseline,
         "champion": components.champion.champion,
+        "search": components.search.search,
         "gate": components.gate.gate,
         "promote": components.promote.promote,
         "report": components.report.report,
@@ -284,6 +303,10 @@ def _write_step_outputs(args: argparse.Namespace, spec: Spec, run_dir: Path, res
             args.metrics_out,
             json.dumps({k: v for k, v in result.items() if isinstance(v, int | float)}),
         )
+    if name == "search":
+        summary = {k: result.get(k) for k in ("screened_out", "failed", "stopped_by", "seconds")}
+        write(args.metrics_out, json.dumps({**summary, "trials": len(result["trials"]),
+                                            "front": result.get("front", [])}))  # fmt: skip
     if name == "gate":
         write(args.selected_out, str(result["selected"] or ""))
         write(args.metrics_out, json.dumps({c["name"]: c["outcome"] for c in result["candidates"]}))
@@ -473,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
         "prepare_data": ["--dataset-out", "--names-out"],
         "baseline": ["--model-out", "--metrics-out"],
         "candidate": ["--model-out", "--metrics-out"],
+        "search": ["--metrics-out"],
         "gate": ["--metrics-out", "--selected-out"],
         "promote": ["--expect", "--promotion-out"],
         "report": ["--html-out"],

@@ -67,12 +67,14 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
     A candidate passes only if every goal passes. A candidate whose step failed, or whose
     files are missing, fails: the gate never passes on missing evidence.
     """
+    from components.search import gated_candidates
+
     run = RunLayout(run_dir)
     base = load_evidence(run.baseline)
     champion = _champion_evidence(run)
     batch = spec.speed_batch()
     entries = []
-    for cand in spec.candidate_names():
+    for cand in gated_candidates(spec, run):
         mdir = run.candidate(cand.name)
         error = mdir.root / "error.json"
         metrics = read_json(mdir.metrics) if mdir.metrics.is_file() else {}

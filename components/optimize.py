@@ -9,17 +9,19 @@ from typing import Any
 
 from components.baseline import dataset_info, load_baseline_module
 from components.benchmark import benchmark
+from components.cache import candidate_inputs, measurement_inputs, open_cache, reuse_or_make
 from components.compare import compare
 from components.data import load_split
 from components.errors import SpecError
 from components.evaluate import evaluate
-from components.layout import RunLayout, write_json
+from components.layout import RunLayout, read_json, write_json
 from components.models import export_onnx
 from components.onnx_utils import check_model
 from components.spec import Candidate, Spec
-from optimizers.base import OnnxOptimizer, OptimizeContext, TorchOptimizer
+from components.stores import sha256_file
+from optimizers.base import OnnxOptimizer, OptimizeContext, Stage, TorchOptimizer
 
-__all__ = ["candidate", "find_candidate"]
+__all__ = ["build_candidate", "candidate", "find_candidate", "measure_candidate"]
 
 
 def find_candidate(spec: Spec, name: str) -> Candidate:
@@ -36,14 +38,62 @@ def candidate(spec: Spec, run_dir: Path, name: str) -> dict[str, Any]:
     """Build ``candidates/<name>/model.onnx`` from the baseline with the named recipe, and measure it.
 
     Torch-level steps run on the trained baseline module, which is then exported; ONNX-level
-    steps run on the exported file, each writing a new one.
+    steps run on the exported file, each writing a new one. The model and its measurements
+    come from the cache when their inputs are unchanged; ``cache.json`` says which did.
     """
     run = RunLayout(run_dir)
     cand = find_candidate(spec, name)
+    record = build_candidate(spec, run, cand)
+    record["measurements"] = measure_candidate(spec, run, cand.name)
+    write_json(run.candidate(name).root / "cache.json", record)
+    metrics: dict[str, Any] = read_json(run.candidate(name).metrics)
+    return metrics
+
+
+def build_candidate(spec: Spec, run: RunLayout, cand: Candidate) -> dict[str, Any]:
+    """Write ``candidates/<name>/model.onnx`` (built, or from the cache); returns the cache record."""
     info = dataset_info(run)
-    out = run.candidate(name)
-    work = out.root / "work"
+    out = run.candidate(cand.name)
     shutil.rmtree(out.root, ignore_errors=True)  # a retried step starts clean
+    out.root.mkdir(parents=True)
+    torch_recipe = any(s.build().stage is Stage.TORCH for s in cand.steps)
+    parent = {"model.onnx": sha256_file(run.baseline.model)}
+    if torch_recipe:
+        weights = run.baseline.root / "model.pt"
+        parent["model.pt"] = sha256_file(weights) if weights.is_file() else "absent"
+    inputs = candidate_inputs(spec, info["fingerprint"], parent, cand)
+    record = {
+        "model": reuse_or_make(open_cache(spec, run.root), "candidate", inputs, out.root,
+                               lambda: _build(spec, run, cand, info), run_id=run.run_id),
+    }  # fmt: skip
+    check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
+    return record
+
+
+def measure_candidate(spec: Spec, run: RunLayout, name: str) -> dict[str, Any]:
+    """Evaluate, benchmark and compare a built candidate (or reuse the same measurements)."""
+    out = run.candidate(name)
+
+    def measure() -> list[str]:
+        evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,
+                 reference=run.baseline.predictions)  # fmt: skip
+        benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
+        compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
+                target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip
+        return [out.metrics.name, out.predictions.name, out.benchmark.name, out.comparison.name]
+
+    fingerprint = dataset_info(run)["fingerprint"]
+    inputs = measurement_inputs(
+        spec, fingerprint, sha256_file(out.model), sha256_file(run.baseline.model)
+    )
+    cache = open_cache(spec, run.root) if spec.cache.measurements else None
+    return reuse_or_make(cache, "measurements", inputs, out.root, measure, run_id=run.run_id)
+
+
+def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) -> list[str]:
+    """Apply the recipe; writes ``model.onnx`` and ``optimize.json``, returns their names."""
+    out = run.candidate(cand.name)
+    work = out.root / "work"
     work.mkdir(parents=True)
     ctx = OptimizeContext(
         workdir=work,
@@ -75,25 +125,12 @@ def candidate(spec: Spec, run_dir: Path, name: str) -> dict[str, Any]:
         current = nxt
     shutil.copyfile(current, out.model)
     shutil.rmtree(work)
-
-    check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
     write_json(
         out.root / "optimize.json",
         {
-            "name": name,
             "recipe": [s.model_dump() for s in cand.steps],
             "steps": records,
             "seconds": time.perf_counter() - start,
         },
     )
-    metrics = evaluate(
-        out.model,
-        run.split("test"),
-        out.root,
-        threads=spec.target.threads,
-        reference=run.baseline.predictions,
-    )
-    benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
-    compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
-            target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip
-    return metrics
+    return [out.model.name, "optimize.json"]

@@ -62,8 +62,10 @@ def collect(spec: Spec, run_dir: Path) -> dict[str, Any]:
     baseline = _model_row("baseline", "", run.baseline)
     verdict = _maybe(run.verdict)
     outcomes = {c["name"]: c for c in verdict["candidates"]} if verdict else {}
+    from components.search import gated_candidates
+
     candidates = []
-    for cand in spec.candidate_names():
+    for cand in gated_candidates(spec, run):
         row = _model_row(cand.name, cand.label(), run.candidate(cand.name))
         judged = outcomes.get(cand.name)
         row["outcome"] = judged["outcome"] if judged else None
@@ -85,8 +87,23 @@ def collect(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "candidates": candidates,
         "verdict": verdict,
         "promotion": promotion,
+        "search": _maybe(run.root / "search" / "search.json"),
+        "reused": _reused(run, [baseline["name"], *[c["name"] for c in candidates]]),
         "error": (_maybe(run.root / "error.json") or {}).get("error"),
     }
+
+
+def _reused(run: RunLayout, names: list[str]) -> dict[str, list[str]]:
+    """Which models and measurements this run took from the cache instead of making them."""
+    out: dict[str, list[str]] = {"models": [], "measurements": []}
+    for name in names:
+        mdir = run.baseline if name == "baseline" else run.candidate(name)
+        record = _maybe(mdir.root / "cache.json") or {}
+        if (record.get("model") or {}).get("hit"):
+            out["models"].append(name)
+        if (record.get("measurements") or {}).get("hit"):
+            out["measurements"].append(name)
+    return out
 
 
 def render_report(spec: Spec, run_dir: Path) -> dict[str, Any]:
@@ -207,6 +224,14 @@ def _html(d: dict[str, Any]) -> str:
                 f"<td class={e(g['outcome'])}>{e(g['outcome'])}</td><td class=l>{e(g['reason'])}</td></tr>"
             )
         parts.append("</table>")
+    parts.append(_search(d.get("search")))
+    reused = d.get("reused") or {}
+    if reused.get("models") or reused.get("measurements"):
+        parts.append(
+            "<h2>Reused</h2><p>From the cache (unchanged inputs, see each model's cache.json): "
+            f"models of {e(', '.join(reused['models']) or 'none')}; "
+            f"measurements of {e(', '.join(reused['measurements']) or 'none')}.</p>"
+        )
     env = d.get("environment") or {}
     if env:
         parts.append("<h2>Environment</h2><table>")
@@ -220,6 +245,38 @@ def _html(d: dict[str, Any]) -> str:
             f"fingerprint <code>{e(ds['fingerprint'][:16])}</code></p>"
         )
     return "\n".join(parts) + "\n"
+
+
+def _search(found: dict[str, Any] | None) -> str:
+    """The search's trials: what each tried, how far it got, what blocked it."""
+    if not found:
+        return ""
+    e = html.escape
+    budget = found["budget"]
+    limit = f", {budget['timeout_s']:g} s" if budget.get("timeout_s") else ""
+    blocked = ", ".join(f"{g} {n}" for g, n in sorted(found["blocked_by_goal"].items())) or "none"
+    out = [
+        f"<h2>Search</h2><p>{len(found['trials'])} trials ({e(budget['sampler'])}, budget "
+        f"{budget['trials']} trials{limit}; stopped by the {e(found['stopped_by'])} limit after "
+        f"{found['seconds']:.0f} s): {found['screened_out']} stopped at the cheap screen, "
+        f"{len(found['feasible'])} met every goal, Pareto front: "
+        f"{e(', '.join(found['front']) or 'empty')}. Trials blocked per goal: {e(blocked)}.</p>",
+        "<table><tr><th>trial</th><th class=l>recipe</th><th>stage</th><th>p50 ms</th>"
+        "<th>size MB</th><th>accuracy</th><th class=l>blocked by</th></tr>",
+    ]
+    for t in found["trials"]:
+        obj = t["objectives"] or {}
+        size = obj["size_bytes"] / 1e6 if obj.get("size_bytes") is not None else None
+        mark = " (front)" if t["name"] in found["front"] else ""
+        why = t["error"] or "; ".join(t["blocked_by"]) or "meets every goal"
+        out.append(
+            f"<tr><td>{e(t['name'])}{mark}</td><td class=l>{e(t['label'] or '')}</td>"
+            f"<td>{e(t['stage'] or t['state'])}</td><td>{_f(obj.get('latency_p50_ms'), '.3f')}</td>"
+            f"<td>{_f(size, '.3f')}</td><td>{_f(obj.get('accuracy'), '.4f')}</td>"
+            f"<td class=l>{e(why)}</td></tr>"
+        )
+    out.append("</table>")
+    return "\n".join(out)
 
 
 def _scatter(rows: list[dict[str, Any]]) -> str:

@@ -24,6 +24,7 @@ from components.optimize import candidate
 from components.prepare import prepare_data
 from components.promote import promote
 from components.report import report
+from components.search import search
 from components.spec import Spec
 
 __all__ = ["RunResult", "StepEvent", "new_run_id", "run"]
@@ -58,7 +59,7 @@ def run(
     run_id: str | None = None,
     on_step: StepEvent = _noop,
 ) -> RunResult:
-    """Run prepare_data, baseline, every candidate, gate, promote and report.
+    """Run prepare_data, baseline, every candidate, the search, gate, promote and report.
 
     Returns the outcome; raises :class:`SlimgateError` (or a bug's exception) when the run
     cannot go on, after writing ``error.json`` and the report.
@@ -95,6 +96,8 @@ def run(
                     {"error": str(exc) or type(exc).__name__, "type": type(exc).__name__,
                      "traceback": traceback.format_exc()},
                 )  # fmt: skip
+        if spec.search is not None:
+            step("search", search)
         verdict = step("gate", gate)
         if verdict["selected"]:
             promotion = step("promote", promote)

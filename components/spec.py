@@ -34,16 +34,21 @@ __all__ = [
     "BenchmarkSettings",
     "BuiltinData",
     "BuiltinModel",
+    "CacheSettings",
     "Candidate",
     "DataValidation",
     "FactoryModel",
     "FileData",
     "OnnxModel",
     "RecipeStep",
+    "Screening",
+    "Search",
+    "SearchRecipe",
     "Spec",
     "Split",
     "Target",
     "Training",
+    "Tuning",
     "load_spec",
     "spec_json_schema",
 ]
@@ -178,6 +183,45 @@ class DataValidation(StrictModel):
 # --- training, target, benchmark --------------------------------------------------------------
 
 
+class Tuning(StrictModel):
+    """Hyperparameter tuning of the baseline's training with Optuna. Each trial trains on the
+    training split less a held-out share (``validation``) and is scored by its accuracy there;
+    the best trial's settings then train the baseline on the whole training split. The test
+    split is never seen. ``space`` maps a training field (or ``width``, of a built-in model) to
+    ``{choices: [...]}`` or ``{low, high[, step][, log]}``."""
+
+    space: dict[Literal["lr", "epochs", "batch_size", "weight_decay", "width"], Any] = Field(
+        min_length=1
+    )
+    trials: int = Field(default=10, ge=1, le=1000)
+    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+    validation: float = Field(default=0.2, gt=0, lt=0.9, description="share of train held out")
+
+    @field_validator("space")
+    @classmethod
+    def _dimensions(cls, space: dict[str, Any]) -> dict[str, Any]:
+        for name, dim in space.items():
+            if not _is_dimension(dim):
+                raise ValueError(
+                    f"space.{name}: expected {{choices: [...]}} or {{low, high[, step][, log]}}, "
+                    f"got {dim!r}"
+                )
+            _check_dimension(f"space.{name}", dim)
+        return space
+
+    @model_validator(mode="after")
+    def _griddable(self) -> Tuning:
+        if self.sampler == "grid":
+            for name, dim in self.space.items():
+                if "choices" not in dim and "step" not in dim:
+                    raise ValueError(
+                        f"space.{name} is a continuous range; grid needs choices or a step"
+                    )
+        return self
+
+
 class Training(StrictModel):
     """How the baseline step trains a built-in or factory model without weights."""
 
@@ -186,6 +230,7 @@ class Training(StrictModel):
     lr: float = Field(default=3e-3, gt=0, le=1)
     weight_decay: float = Field(default=1e-4, ge=0)
     seed: int = 0
+    tune: Tuning | None = None
 
 
 class Target(StrictModel):
@@ -221,6 +266,27 @@ class Target(StrictModel):
         if any(b < 1 for b in v) or len(set(v)) != len(v):
             raise ValueError(f"expected distinct positive batch sizes, got {list(v)}")
         return tuple(sorted(v))
+
+
+class CacheSettings(StrictModel):
+    """Reuse of finished work across runs: see components/cache.py for what each key covers."""
+
+    enabled: bool = True
+    uri: str | None = Field(
+        default=None,
+        description="a folder, file://PATH or s3://BUCKET/PREFIX; default: <runs dir>/.cache",
+    )
+    measurements: bool = Field(
+        default=True,
+        description="also reuse accuracy and latency measured on the same CPU with the same settings",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and not v.startswith(("file://", "s3://")):
+            raise ValueError(f"{v!r}: expected s3://BUCKET/PREFIX, file://PATH or a plain path")
+        return v
 
 
 class BenchmarkSettings(StrictModel):
@@ -322,6 +388,136 @@ class Candidate(StrictModel):
         return " -> ".join(step.label() for step in self.steps)
 
 
+# --- search -------------------------------------------------------------------------------------
+
+
+def _is_dimension(value: Any) -> bool:
+    """A searched value in a step's config: ``{choices: [...]}`` or ``{low, high[, step][, log]}``."""
+    if not isinstance(value, Mapping):
+        return False
+    keys = set(value)
+    return keys == {"choices"} or ({"low", "high"} <= keys <= {"low", "high", "step", "log"})
+
+
+def _check_dimension(where: str, dim: Mapping[str, Any]) -> Any:
+    """The dimension's first value (used to validate the config), or a ValueError naming it."""
+    if "choices" in dim:
+        choices = dim["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ValueError(f"{where}.choices: expected a non-empty list, got {choices!r}")
+        return choices[0]
+    low, high = dim["low"], dim["high"]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+        raise ValueError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
+    if low > high:
+        raise ValueError(f"{where}: low {low} is above high {high}")
+    if dim.get("log") and low <= 0:
+        raise ValueError(f"{where}: a log scale needs low > 0, got {low}")
+    return low
+
+
+class SearchRecipe(StrictModel):
+    """A chain whose step configs may hold searched values instead of fixed ones."""
+
+    name: str = Field(pattern=_NAME)
+    steps: tuple[dict[str, Any], ...] = Field(min_length=1)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _normalise(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        return [{step: {}} if isinstance(step, str) else step for step in value]
+
+    @model_validator(mode="after")
+    def _valid_at_its_first_point(self) -> SearchRecipe:
+        """Each step, with every searched value at its first choice or low end, must be a valid
+        step, and the chain a valid order: errors name the recipe, step and field."""
+        steps = []
+        for i, step in enumerate(self.steps):
+            if len(step) != 1:
+                raise ValueError(
+                    f"{self.name}.steps[{i}]: expected one optimizer key, got {list(step)}"
+                )
+            ((key, config),) = step.items()
+            config = config or {}
+            if not isinstance(config, Mapping):
+                raise ValueError(
+                    f"{self.name}.steps[{i}].{key}: expected a mapping, got {config!r}"
+                )
+            point = {
+                field: _check_dimension(f"{self.name}.steps[{i}].{key}.{field}", v)
+                if _is_dimension(v) else v
+                for field, v in config.items()
+            }  # fmt: skip
+            steps.append(RecipeStep(key=key, config=point))
+        Candidate(steps=tuple(steps))  # the order check
+        return self
+
+    def dimensions(self) -> dict[str, tuple[int, str, dict[str, Any]]]:
+        """``"<step index>.<key>.<field>"`` -> (step index, field, dimension), in order."""
+        out = {}
+        for i, step in enumerate(self.steps):
+            ((key, config),) = step.items()
+            for field, v in (config or {}).items():
+                if _is_dimension(v):
+                    out[f"{i}.{key}.{field}"] = (i, field, dict(v))
+        return out
+
+    def concrete(self, values: Mapping[str, Any], name: str) -> Candidate:
+        """The recipe with each dimension set to ``values[<dimension name>]``."""
+        steps = []
+        dims = self.dimensions()
+        for i, step in enumerate(self.steps):
+            ((key, config),) = step.items()
+            fixed = {
+                field: values[f"{i}.{key}.{field}"] if f"{i}.{key}.{field}" in dims else v
+                for field, v in (config or {}).items()
+            }
+            steps.append(RecipeStep(key=key, config=fixed))
+        return Candidate(name=name, steps=tuple(steps))
+
+
+class Screening(StrictModel):
+    """Multi-fidelity: a cheap first look at each trial (accuracy on a share of the test split,
+    a short benchmark); a trial that clearly misses a goal stops there. Off with ``enabled: false``."""
+
+    enabled: bool = True
+    test_fraction: float = Field(default=0.3, gt=0, le=1)
+    min_runs: int = Field(default=30, ge=5)
+    margin: float = Field(
+        default=0.5, ge=0, description="latency: discard only beyond (1 + margin) x the limit"
+    )
+
+
+class Search(StrictModel):
+    """Recipe search with Optuna: chains and their parameters, multi-objective (latency, size,
+    accuracy) with the goals as constraints, within ``trials`` and ``timeout_s``."""
+
+    recipes: tuple[SearchRecipe, ...] = Field(min_length=1)
+    trials: int = Field(default=20, ge=1, le=10_000)
+    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+    screen: Screening = Screening()
+
+    @model_validator(mode="after")
+    def _unique_and_griddable(self) -> Search:
+        names = [r.name for r in self.recipes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"recipes: names {dupes} appear more than once")
+        if self.sampler == "grid":
+            for r in self.recipes:
+                for dim_name, (_, _, dim) in r.dimensions().items():
+                    if "choices" not in dim and "step" not in dim:
+                        raise ValueError(
+                            f"recipes.{r.name}: {dim_name} is a continuous range; the grid sampler "
+                            "needs choices or a step"
+                        )
+        return self
+
+
 # --- the spec ----------------------------------------------------------------------------------
 
 
@@ -337,11 +533,13 @@ class Spec(StrictModel):
     target: Target = Target()
     benchmark: BenchmarkSettings = BenchmarkSettings()
     goals: Goals
-    candidates: tuple[Candidate, ...] = Field(min_length=1)
+    candidates: tuple[Candidate, ...] = ()
+    search: Search | None = None
     select: Literal["fastest", "smallest", "knee"] = Field(
         default="fastest", description="knee: of the latency/accuracy Pareto front"
     )
     registry: str = "file://./registry"
+    cache: CacheSettings = CacheSettings()
     schedule: str | None = Field(default=None, description="cron expression for the Airflow DAG")
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -361,6 +559,17 @@ class Spec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
         problems = []
+        tune = self.training.tune
+        if tune is not None and (
+            isinstance(self.model, OnnxModel)
+            or (isinstance(self.model, FactoryModel) and self.model.weights)
+        ):
+            problems.append("training.tune: this baseline is loaded, not trained; tuning needs "
+                            "model.builtin or a model.factory without weights")  # fmt: skip
+        if tune is not None and "width" in tune.space and not isinstance(self.model, BuiltinModel):
+            problems.append("training.tune.space.width: only built-in models have a width")
+        if not self.candidates and self.search is None:
+            problems.append("candidates: none given and no search; give recipes in one or both")
         for goal_name in ("latency", "speedup"):
             goal = getattr(self.goals, goal_name)
             if goal is not None and goal.batch not in self.target.batch_sizes:
@@ -369,6 +578,13 @@ class Spec(StrictModel):
                     f"target.batch_sizes {list(self.target.batch_sizes)}; add it there"
                 )
         if isinstance(self.model, OnnxModel):
+            from optimizers.registry import get as get_optimizer
+
+            for r in self.search.recipes if self.search else ():
+                keys = [next(iter(step)) for step in r.steps]
+                if any(get_optimizer(k).stage is Stage.TORCH for k in keys):
+                    problems.append(f"search.recipes.{r.name}: {keys} include PyTorch-level steps, "
+                                    "but model is an ONNX file")  # fmt: skip
             for i, cand in enumerate(self.candidates):
                 torch_steps = [s.key for s in cand.steps if s.build().stage is Stage.TORCH]
                 if torch_steps:
@@ -398,6 +614,18 @@ class Spec(StrictModel):
         """A path from the spec, made absolute against the spec file's folder."""
         p = Path(path.removeprefix("file://")).expanduser()
         return p if p.is_absolute() else (self._base_dir / p).resolve()
+
+    def cache_uri(self, run_dir: Path) -> str | None:
+        """Where this run's cache lives, or None when caching is off."""
+        if not self.cache.enabled:
+            return None
+        if self.cache.uri is None:
+            return str(run_dir.resolve().parent / ".cache")
+        return (
+            self.cache.uri
+            if self.cache.uri.startswith("s3://")
+            else str(self.resolve(self.cache.uri))
+        )
 
     def speed_batch(self) -> int:
         """The batch size speed is compared at: the goals' batch, else the smallest measured."""

@@ -59,7 +59,7 @@ def run_local(specs: dict[str, Path], spec: Path, name: str) -> tuple[str, Path]
     )  # fmt: skip
     log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     assert proc.returncode == 0, log[-4000:]
-    (run_dir,) = runs.iterdir()
+    (run_dir,) = [p for p in runs.iterdir() if p.name != ".cache"]
     return log, run_dir
 
 

@@ -161,7 +161,8 @@ def test_digest_is_stable_and_tracks_content(demo_spec: dict[str, Any], write_sp
 def test_json_schema_describes_every_optimizer() -> None:
     schema = spec_json_schema()
     json.dumps(schema)  # serializable
-    assert set(schema["required"]) >= {"name", "model", "data", "goals", "candidates"}
+    assert set(schema["required"]) >= {"name", "model", "data", "goals"}
+    assert {"candidates", "search", "cache"} <= set(schema["properties"])
     step = schema["$defs"]["RecipeStep"]
     assert "quantization.dynamic_int8" in step["anyOf"][0]["enum"]
     assert "per_channel" in json.dumps(step["anyOf"][1]["properties"]["quantization.dynamic_int8"])

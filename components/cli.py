@@ -156,7 +156,7 @@ def _summary(spec: Spec, run_dir: Path) -> None:
     if found:
         blocked = ", ".join(f"{g} {n}" for g, n in sorted(found["blocked_by_goal"].items()))
         out.print(
-            f"search: {len(found['trials'])} trials in {found['seconds']:.0f} s (stopped by the "
+            f"search: {found['distinct']} distinct trials in {found['seconds']:.0f} s (stopped by the "
             f"{found['stopped_by']} limit), {found['screened_out']} stopped at the screen, "
             f"{len(found['feasible'])} met every goal; front: {', '.join(found['front']) or 'empty'}"
             + (f"; trials blocked per goal: {blocked}" if blocked else "")

@@ -256,7 +256,9 @@ def _search(found: dict[str, Any] | None) -> str:
     limit = f", {budget['timeout_s']:g} s" if budget.get("timeout_s") else ""
     blocked = ", ".join(f"{g} {n}" for g, n in sorted(found["blocked_by_goal"].items())) or "none"
     out = [
-        f"<h2>Search</h2><p>{len(found['trials'])} trials ({e(budget['sampler'])}, budget "
+        f"<h2>Search</h2><p>{found['distinct']} distinct trials, "
+        f"{len(found['trials']) - found['distinct']} repeated proposals answered from the first "
+        f"({e(budget['sampler'])}, budget "
         f"{budget['trials']} trials{limit}; stopped by the {e(found['stopped_by'])} limit after "
         f"{found['seconds']:.0f} s): {found['screened_out']} stopped at the cheap screen, "
         f"{len(found['feasible'])} met every goal, Pareto front: "
@@ -268,7 +270,9 @@ def _search(found: dict[str, Any] | None) -> str:
         obj = t["objectives"] or {}
         size = obj["size_bytes"] / 1e6 if obj.get("size_bytes") is not None else None
         mark = " (front)" if t["name"] in found["front"] else ""
-        why = t["error"] or "; ".join(t["blocked_by"]) or "meets every goal"
+        why = t["error"] or "; ".join(t["blocked_by"] or []) or "meets every goal"
+        if t["duplicate_of"]:
+            why = f"repeats {t['duplicate_of']}"
         out.append(
             f"<tr><td>{e(t['name'])}{mark}</td><td class=l>{e(t['label'] or '')}</td>"
             f"<td>{e(t['stage'] or t['state'])}</td><td>{_f(obj.get('latency_p50_ms'), '.3f')}</td>"

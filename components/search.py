@@ -22,6 +22,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -75,15 +76,20 @@ def search(spec: Spec, run_dir: Path) -> dict[str, Any]:
         if not study.trials:
             for params in points[:budget]:
                 study.enqueue_trial(params)
-    finished = [t for t in study.trials if t.state.is_finished()]
-    remaining = max(0, budget - len(finished))
+    objective = _Objective(spec, run, cfg, budget, study)
     start = time.perf_counter()
-    objective = _Objective(spec, run, cfg, remaining)
-    study.optimize(objective, n_trials=remaining, timeout=cfg.timeout_s, catch=(Exception,))
-    seconds = time.perf_counter() - start
-    ran = len([t for t in study.trials if t.state.is_finished()]) - len(finished)
-    stopped = "trials" if ran >= remaining else "timeout"
-    result = _summarise(study, cfg, seconds, stopped)
+    # A repeated proposal is answered from the first one's result and does not count against
+    # the budget; the sampler may propose at most 3x the budget before the space is called done.
+    stopped = "trials"
+    while objective.distinct() < budget:
+        if len(study.trials) >= 3 * budget:
+            stopped = "space"  # the sampler keeps proposing points it has tried
+            break
+        if cfg.timeout_s is not None and time.perf_counter() - start >= cfg.timeout_s:
+            stopped = "timeout"
+            break
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+    result = _summarise(study, cfg, time.perf_counter() - start, stopped)
     write_json(root / "search.json", result)
     _logger.info(
         "search: %d trials (%d screened out), %d feasible, front of %d",
@@ -133,19 +139,47 @@ def _suggest(trial: optuna.Trial, recipe: SearchRecipe) -> dict[str, Any]:
 
 
 class _Objective:
-    def __init__(self, spec: Spec, run: RunLayout, cfg: Search, total: int) -> None:
+    def __init__(
+        self, spec: Spec, run: RunLayout, cfg: Search, total: int, study: optuna.Study
+    ) -> None:
         self.spec, self.run, self.cfg, self.total = spec, run, cfg, total
         self.recipes = {r.name: r for r in cfg.recipes}
         self.base = load_evidence(run.baseline)
-        self.done = 0
+        # label -> what its first trial found (a resumed study brings its own)
+        self.seen: dict[str, dict[str, Any]] = {}
+        for t in study.trials:
+            if t.state.is_finished() and "label" in t.user_attrs:
+                self.seen.setdefault(t.user_attrs["label"], _outcome(t.user_attrs, t.values))
+
+    def distinct(self) -> int:
+        return len(self.seen)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
         recipe = self.recipes[trial.suggest_categorical("recipe", list(self.recipes))]
         cand = recipe.concrete(_suggest(trial, recipe), f"search-{trial.number:03d}")
+        label = cand.label()
         trial.set_user_attr("candidate", cand.model_dump())
-        trial.set_user_attr("label", cand.label())
-        self.done += 1
-        where = f"trial {self.done}/{self.total} {cand.label()}"
+        trial.set_user_attr("label", label)
+        first = self.seen.get(label)
+        if first is not None:  # answered from the first trial of the same recipe
+            trial.set_user_attr("duplicate_of", first["name"])
+            if first["values"] is None:
+                raise RuntimeError(f"same recipe as {first['name']}, which failed")
+            trial.set_user_attr("stage", first["stage"])
+            trial.set_user_attr("blocked_by", first["blocked_by"])
+            _constrain(trial, first["violations"])
+            return first["values"]  # type: ignore[no-any-return]
+        where = f"trial {len(self.seen) + 1}/{self.total} {label}"
+        values = None
+        try:
+            values = self._evaluate(trial, cand, where)
+            return values
+        finally:
+            self.seen[label] = _outcome(trial.user_attrs, values)
+
+    def _evaluate(
+        self, trial: optuna.Trial, cand: Candidate, where: str
+    ) -> tuple[float, float, float]:
         try:
             record = build_candidate(self.spec, self.run, cand)
         except Exception as exc:
@@ -156,13 +190,12 @@ class _Objective:
             values, misses = self._screen(cand.name)
             if misses:
                 trial.set_user_attr("stage", "screen")
-                missed = {m.partition(":")[0] for m in misses}
-                _constrain(
-                    trial, {g.name: float(g.name in missed) for g in self.spec.goals.active()}
-                )
-                trial.set_user_attr("blocked_by", misses)
+                _constrain(trial, {g.name: misses[g.name][1] if g.name in misses else 0.0
+                                   for g in self.spec.goals.active()})  # fmt: skip
+                blocked = [f"{goal}: {reason}" for goal, (reason, _) in misses.items()]
+                trial.set_user_attr("blocked_by", blocked)
                 write_json(self.run.candidate(cand.name).root / "cache.json", record)
-                _logger.info("%s: screened out: %s", where, "; ".join(misses))
+                _logger.info("%s: screened out: %s", where, "; ".join(blocked))
                 return values
         record["measurements"] = measure_candidate(self.spec, self.run, cand.name)
         write_json(self.run.candidate(cand.name).root / "cache.json", record)
@@ -183,17 +216,17 @@ class _Objective:
             float(ev.accuracy or 0.0),
         )
 
-    def _screen(self, name: str) -> tuple[tuple[float, float, float], list[str]]:
+    def _screen(self, name: str) -> tuple[tuple[float, float, float], dict[str, tuple[str, float]]]:
         """Cheap evidence, and the goals it shows clearly missed (nothing else is decided)."""
         spec, run, screen = self.spec, self.run, self.cfg.screen
         out = run.candidate(name)
         size = float(out.model.stat().st_size)
-        misses = []
+        misses: dict[str, tuple[str, float]] = {}  # goal -> (reason, relative gap)
         ev = Evidence(size_bytes=int(size), accuracy=None)
         if spec.goals.size is not None:
             size_result = spec.goals.size.check(ev, self.base)
             if size_result.outcome is Outcome.FAIL:  # exact: size has no noise
-                misses.append(f"size: {size_result.reason}")
+                misses["size"] = (size_result.reason, _violation(size_result))
 
         x, y = load_split(run.split("test"))
         rng = np.random.default_rng(spec.search.seed if spec.search else 0)
@@ -209,15 +242,19 @@ class _Objective:
         if goal is not None:
             se = float(correct.std(ddof=1) / math.sqrt(len(idx))) if len(idx) > 1 else 1.0
             if goal.min is not None and accuracy + 2 * se < goal.min:
-                misses.append(
-                    f"accuracy: {accuracy:.4f} on {len(idx)} test rows, clearly below {goal.min}"
+                misses["accuracy"] = (
+                    f"{accuracy:.4f} on {len(idx)} test rows, clearly below {goal.min}",
+                    _gap(accuracy + 2 * se, goal.min, ">="),
                 )
             if goal.max_drop is not None and base_correct is not None:
                 diff = base_correct.astype(float) - correct.astype(float)
                 dse = float(diff.std(ddof=1) / math.sqrt(len(idx))) if len(idx) > 1 else 1.0
                 if diff.mean() - 2 * dse > goal.max_drop:
-                    misses.append(f"accuracy: drop {diff.mean():+.4f} on {len(idx)} test rows, "
-                                  f"clearly above {goal.max_drop}")  # fmt: skip
+                    misses["accuracy"] = (
+                        f"drop {diff.mean():+.4f} on {len(idx)} test rows, clearly above "
+                        f"{goal.max_drop}",
+                        _gap(diff.mean() - 2 * dse, goal.max_drop, "<="),
+                    )
 
         batch = spec.speed_batch()
         quick = spec.benchmark.model_copy(update={"warmup": 5, "min_runs": screen.min_runs,
@@ -233,17 +270,41 @@ class _Objective:
             lat = spec.goals.latency
             value = float(np.percentile(samples, lat.percentile))
             if value > lat.max_ms * slack:
-                misses.append(f"latency: p{lat.percentile:g} {value:.3f} ms in a short benchmark, "
-                              f"beyond {lat.max_ms} ms x {slack:g}")  # fmt: skip
+                misses["latency"] = (
+                    f"p{lat.percentile:g} {value:.3f} ms in a short benchmark, "
+                    f"beyond {lat.max_ms} ms x {slack:g}",
+                    _gap(value, lat.max_ms, "<="),
+                )
         base_lat = self.base.latency_ms.get(batch)
         if spec.goals.speedup is not None and base_lat is not None:
             speedup = float(np.median(base_lat)) / p50
             if speedup < spec.goals.speedup.min / slack:
-                misses.append(f"speedup: about {speedup:.2f}x in a short benchmark, "
-                              f"below {spec.goals.speedup.min}x / {slack:g}")  # fmt: skip
+                misses["speedup"] = (
+                    f"about {speedup:.2f}x in a short benchmark, "
+                    f"below {spec.goals.speedup.min}x / {slack:g}",
+                    _gap(speedup, spec.goals.speedup.min, ">="),
+                )
         write_json(out.root / "screen.json", {"size_bytes": size, "accuracy": accuracy,
-                                              "rows": len(idx), "p50_ms": p50, "misses": misses})  # fmt: skip
+                                              "rows": len(idx), "p50_ms": p50,
+                                              "misses": {g: r for g, (r, _) in misses.items()}})  # fmt: skip
         return (p50, size, accuracy), misses
+
+
+def _outcome(attrs: dict[str, Any], values: Sequence[float] | None) -> dict[str, Any]:
+    """What a trial found, to answer a repeated proposal of the same recipe with."""
+    return {
+        "name": attrs["candidate"]["name"],
+        "values": tuple(values) if values is not None else None,
+        "stage": attrs.get("stage"),
+        "blocked_by": attrs.get("blocked_by", []),
+        "violations": attrs.get("violations", {}),
+    }
+
+
+def _gap(value: float, threshold: float, comparison: str) -> float:
+    """How far ``value`` lies beyond ``threshold``, relative to it; at least 0.001."""
+    gap = value - threshold if comparison == "<=" else threshold - value
+    return max(gap / (abs(threshold) or 1.0), 1e-3)
 
 
 def _violation(result: GoalResult) -> float:
@@ -253,8 +314,7 @@ def _violation(result: GoalResult) -> float:
     value = result.bound if result.bound is not None else result.value
     if value is None:
         return 1.0
-    gap = value - result.threshold if result.comparison == "<=" else result.threshold - value
-    return max(gap / (abs(result.threshold) or 1.0), 1e-3)  # inconclusive: just beyond
+    return _gap(value, result.threshold, result.comparison)  # inconclusive: just beyond
 
 
 def _constrain(trial: optuna.Trial, violations: dict[str, float]) -> None:
@@ -293,10 +353,12 @@ def _summarise(study: optuna.Study, cfg: Search, seconds: float, stopped: str) -
             "objectives": dict(zip(OBJECTIVES, t.values, strict=True)) if t.values else None,
             "feasible": ok,
             "blocked_by": t.user_attrs.get("blocked_by", []),
+            "duplicate_of": t.user_attrs.get("duplicate_of"),
             "error": t.user_attrs.get("error"),
             "seconds": t.duration.total_seconds() if t.duration else None,
         })  # fmt: skip
-    feasible = [t for t in trials if t["feasible"]]
+    distinct = [t for t in trials if not t["duplicate_of"]]
+    feasible = [t for t in distinct if t["feasible"]]
     # One per distinct model: repeated proposals of one recipe share its measurements.
     unique: dict[str, dict[str, Any]] = {}
     for row in feasible:
@@ -311,8 +373,8 @@ def _summarise(study: optuna.Study, cfg: Search, seconds: float, stopped: str) -
         key=lambda n: points[n],
     )
     blocked: dict[str, int] = {}
-    for row in trials:
-        for reason in row["blocked_by"]:
+    for row in distinct:
+        for reason in row["blocked_by"] or []:
             goal = reason.partition(":")[0]
             blocked[goal] = blocked.get(goal, 0) + 1
     return {
@@ -321,8 +383,9 @@ def _summarise(study: optuna.Study, cfg: Search, seconds: float, stopped: str) -
         "seconds": seconds,
         "objectives": dict(zip(OBJECTIVES, DIRECTIONS, strict=True)),
         "trials": trials,
-        "screened_out": sum(1 for t in trials if t["stage"] == "screen"),
-        "failed": sum(1 for t in trials if t["state"] == "fail"),
+        "distinct": len(distinct),
+        "screened_out": sum(1 for t in distinct if t["stage"] == "screen"),
+        "failed": sum(1 for t in distinct if t["state"] == "fail"),
         "feasible": [t["name"] for t in feasible],
         "front": front,
         "blocked_by_goal": blocked,

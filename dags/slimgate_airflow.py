@@ -102,7 +102,7 @@ def build_dag(  # noqa: PLR0915 - the tasks are defined inside, where they close
         doc_md=__doc__,
         user_defined_filters={"safe_id": _safe_id},
     )
-    def pipeline() -> None:
+    def pipeline() -> None:  # noqa: PLR0915  # one task per step, defined in place
         if mode == "kubernetes":
             _kubernetes_tasks(production)
             return
@@ -136,6 +136,15 @@ def build_dag(  # noqa: PLR0915 - the tasks are defined inside, where they close
                 write_json(RunLayout(Path(run_dir)).candidate(name).root / "error.json",
                            {"error": str(exc) or type(exc).__name__, "type": type(exc).__name__})  # fmt: skip
                 raise
+
+        @task(trigger_rule="all_done")
+        def search() -> None:
+            """The spec's recipe search (a no-op without one), after the fixed candidates so
+            that benchmarks never overlap; resumes its stored study when retried."""
+            from components.search import search as step
+
+            run_spec, run_dir = loaded()
+            step(run_spec, Path(run_dir))
 
         @task(trigger_rule="all_done")
         def gate() -> str:
@@ -173,7 +182,9 @@ def build_dag(  # noqa: PLR0915 - the tasks are defined inside, where they close
         judged = candidate.expand(name=names)
         base >> judged
         selected = gate()
-        judged >> selected
+        searched = search()  # always there: a run's spec may come with the run's conf
+        base >> searched
+        judged >> searched >> selected
         promoted = promote(selected)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
         summary = report()
         promoted >> summary
@@ -238,7 +249,12 @@ def _kubernetes_tasks(production: Asset) -> None:
     report = KubernetesPodOperator(
         task_id="report", trigger_rule="all_done", arguments=["report", *run], **pod
     )
-    prepare >> base >> judged >> gate >> promote >> report
+    # after the fixed candidates, so that benchmarks never overlap; a no-op without a search
+    search = KubernetesPodOperator(
+        task_id="search", trigger_rule="all_done", arguments=["search", *run], **pod
+    )
+    base >> search
+    prepare >> base >> judged >> search >> gate >> promote >> report
     report >> _release(production)(promote.output)
 
 

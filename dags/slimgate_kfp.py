@@ -110,6 +110,19 @@ def candidate(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def search(spec: str, runs_dir: str, run_id: str, summary: Output[Metrics]) -> None:
+    """The spec's recipe search (nothing when the spec has none); its front joins the gate."""
+    from pathlib import Path
+
+    from components.search import search as step
+    from components.spec import load_spec
+
+    result = step(load_spec(spec), Path(runs_dir) / run_id)
+    summary.log_metric("trials", float(len(result["trials"])))
+    summary.log_metric("front", float(len(result.get("front", []))))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def gate(spec: str, runs_dir: str, run_id: str, verdict: Output[Metrics]) -> str:
     """The selected candidate's name, or "" when none met every goal."""
     from pathlib import Path
@@ -151,7 +164,7 @@ def report(spec: str, runs_dir: str, run_id: str, page: Output[HTML]) -> str:
 
 
 LIGHTWEIGHT = {"prepare_data": prepare_data, "baseline": baseline, "candidate": candidate,
-               "gate": gate, "promote": promote, "report": report}  # fmt: skip
+               "search": search, "gate": gate, "promote": promote, "report": report}  # fmt: skip
 
 
 # --- container components: `slimgate step NAME` in the project image --------------------------
@@ -199,6 +212,11 @@ def candidate_c(
 
 
 @dsl.container_component
+def search_c(spec: str, runs_dir: str, run_id: str, summary: Output[Metrics]) -> dsl.ContainerSpec:
+    return _step("search", spec, runs_dir, run_id, "--metrics-out", summary.path)
+
+
+@dsl.container_component
 def gate_c(
     spec: str, runs_dir: str, run_id: str, verdict: Output[Metrics], selected: dsl.OutputPath(str)
 ) -> dsl.ContainerSpec:  # type: ignore[valid-type]
@@ -218,7 +236,7 @@ def report_c(spec: str, runs_dir: str, run_id: str, page: Output[HTML]) -> dsl.C
 
 
 CONTAINER = {"prepare_data": prepare_data_c, "baseline": baseline_c, "candidate": candidate_c,
-             "gate": gate_c, "promote": promote_c, "report": report_c}  # fmt: skip
+             "search": search_c, "gate": gate_c, "promote": promote_c, "report": report_c}  # fmt: skip
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -236,7 +254,9 @@ def build_pipeline(form: Literal["lightweight", "container"] = "lightweight") ->
         base = c["baseline"](**run, dataset=prep.outputs["dataset"])
         with dsl.ParallelFor(names) as name:
             cand = c["candidate"](**run, name=name, baseline_model=base.outputs["model"])
-        judged = c["gate"](**run).after(cand)
+        # after the fixed candidates, so that benchmarks never overlap; a no-op without a search
+        searched = c["search"](**run).after(cand)
+        judged = c["gate"](**run).after(searched)
         selected = judged.outputs["Output" if form == "lightweight" else "selected"]
         c["report"](**run).set_display_name("report").after(judged)
         with dsl.If(selected != "", name="a-candidate-passed"):

@@ -51,6 +51,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                       "compare_seconds": 0.02, "compare_min_runs": 10},
         "goals": {"size": {"max_ratio": 0.5}, "accuracy": {"max_drop": 0.05}},
         "candidates": [["quantization.dynamic_int8"], [{"quantization.dynamic_int8": {"per_channel": True}}]],
+        "search": {"trials": 2, "sampler": "random", "recipes": [{"name": "prune-int8", "steps": [
+            {"pruning.structured": {"ratio": {"choices": [0.5, 0.75]}, "fine_tune_epochs": 1}},
+            "quantization.dynamic_int8"]}]},
         "select": "smallest",
         "registry": str(root / "registry"),
     }  # fmt: skip
@@ -82,9 +85,11 @@ def test_the_dag_promotes_and_records_an_asset_event(airflow: dict[str, Any]) ->
     assert result["state"] == "success"
     assert result["tasks"] == {
         "prepare_data": "success", "baseline": "success", "candidate[0]": "success",
-        "candidate[1]": "success", "gate": "success", "promote": "success", "report": "success",
-        "release": "success",
+        "candidate[1]": "success", "search": "success", "gate": "success", "promote": "success",
+        "report": "success", "release": "success",
     }  # fmt: skip
+    (run_dir,) = [p for p in (airflow["root"] / "runs").iterdir() if p.name != ".cache"]
+    assert len(json.loads((run_dir / "search" / "search.json").read_text())["trials"]) == 2
     (event,) = result["events"]
     assert event["asset"] == "slimgate.cancer-mlp.production"
     assert event["extra"]["version"] == 1 and event["extra"]["created"] is True

@@ -39,20 +39,23 @@ PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def dag(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def parse(home: Path, **extra_env: str) -> dict[str, Any]:
     if not K8S_PYTHON.exists():
         pytest.skip("needs .venv-k8s (Airflow with the cncf-kubernetes provider): run `make test`")
-    home = tmp_path_factory.mktemp("airflow-k8s")
     env = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "SLIMGATE_AIRFLOW_MODE": "kubernetes", "SLIMGATE_IMAGE": "registry.example/slimgate:1.2.3",
-           "SLIMGATE_RUNS_PVC": "slimgate-runs", "PATH": "/usr/bin:/bin"}  # fmt: skip
+           "SLIMGATE_RUNS_PVC": "slimgate-runs", "PATH": "/usr/bin:/bin", **extra_env}  # fmt: skip
     proc = subprocess.run([str(K8S_PYTHON), "-c", PROBE, str(ROOT / "dags" / "slimgate_airflow.py")],
                           env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
     return result
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return parse(tmp_path_factory.mktemp("airflow-k8s"))
 
 
 RUN = [
@@ -63,6 +66,14 @@ RUN = [
     "--run-id",
     "{{ run_id | safe_id }}",
 ]
+
+
+def test_the_search_pod_runs_after_the_candidates(dag: dict[str, Any]) -> None:
+    """Always there (a no-op for a spec without a search): the spec may come with a run."""
+    assert dag["search"]["arguments"][:7] == ["search", *RUN]
+    assert dag["search"]["trigger_rule"] == "ALL_DONE"
+    assert dag["search"]["upstream"] == ["baseline", "candidate"]
+    assert dag["gate"]["upstream"] == ["search"]
 
 
 def test_every_step_is_a_pod_running_slimgate_step_in_the_image(dag: dict[str, Any]) -> None:

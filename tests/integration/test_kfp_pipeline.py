@@ -146,6 +146,8 @@ def test_the_container_form_runs_slimgate_step_commands(
     assert (out / "exec-baseline-c" / "model").stat().st_size > 0
     for name in names:
         run("exec-candidate-c", name=name)
+    run("exec-search-c")  # this spec has no search: the step records that and moves on
+    assert json.loads((out / "exec-search-c" / "summary").read_text())["trials"] == 0
     run("exec-gate-c")
     selected = (out / "exec-gate-c" / "selected").read_text()
     assert selected == "c0-dynamic-int8"

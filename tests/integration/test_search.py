@@ -64,7 +64,9 @@ def test_the_search_meets_a_goal_no_fixed_recipe_meets(tmp_path: Path) -> None:
     assert fixed["outcome"] == "fail"  # int8 alone is 0.35 of the baseline's size
     assert result.status == "promoted" and verdict["selected"].startswith("search-")
     found = summary(result.run_dir)
-    assert len(found["trials"]) == 6 and found["stopped_by"] == "trials"
+    assert found["distinct"] == 6 and found["stopped_by"] == "trials"
+    repeats = [t for t in found["trials"] if t["duplicate_of"]]
+    assert len(found["trials"]) == 6 + len(repeats)  # repeats are answered, not counted
     assert found["front"] and set(found["front"]) <= set(found["feasible"])
     by_name = {t["name"]: t for t in found["trials"]}
     for name in found["front"]:  # every front member met every goal, in the gate too
@@ -89,15 +91,18 @@ def test_the_search_meets_a_goal_no_fixed_recipe_meets(tmp_path: Path) -> None:
 def test_clear_misses_stop_at_the_cheap_screen(tmp_path: Path) -> None:
     """With an impossible size goal every trial is discarded before the full measurement, and
     the result says which goal blocked each."""
-    spec = write_spec(tmp_path, goals={"size": {"max_ratio": 0.01}, "accuracy": {"max_drop": 0.06}})
+    spec = write_spec(tmp_path, goals={"size": {"max_ratio": 0.01}, "accuracy": {"max_drop": 0.06}},
+                      search={"trials": 6, "sampler": "random", "recipes": [PRUNE_THEN_INT8, STUDENT]})  # fmt: skip
     result = run(load_spec(spec), tmp_path / "runs", run_id="tight")
     assert result.status == "rejected"
     found = summary(result.run_dir)
     assert found["front"] == [] and found["feasible"] == []
-    assert found["screened_out"] == len(found["trials"]) == 6
+    assert found["screened_out"] == found["distinct"] == 6
     assert found["blocked_by_goal"]["size"] == 6
     for trial in found["trials"]:
         assert trial["blocked_by"][0].startswith("size: ")
+        if trial["duplicate_of"]:
+            continue
         cand = RunLayout(result.run_dir).candidate(trial["name"])
         assert (cand.root / "screen.json").is_file()
         assert not cand.comparison.is_file()  # the expensive interleaved comparison never ran
@@ -109,15 +114,16 @@ def test_the_grid_sampler_tries_exactly_the_grid(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, search={"trials": 10, "sampler": "grid", "recipes": [recipe]},
                       model={"builtin": "tabular_mlp", "width": 0.5}, candidates=[])  # fmt: skip
     result = run(load_spec(spec), tmp_path / "runs", run_id="grid")
-    points = {tuple(sorted(t["params"].items())) for t in summary(result.run_dir)["trials"]}
-    assert len(points) == 4 == len(summary(result.run_dir)["trials"])
+    found = summary(result.run_dir)
+    points = {tuple(sorted(t["params"].items())) for t in found["trials"]}
+    assert len(points) == 4 == len(found["trials"]) == found["distinct"]
 
 
 def test_the_wall_clock_budget_stops_the_search(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, search={"trials": 50, "timeout_s": 0.01, "recipes": [STUDENT]})
     result = run(load_spec(spec), tmp_path / "runs", run_id="budget")
     found = summary(result.run_dir)
-    assert found["stopped_by"] == "timeout" and 1 <= len(found["trials"]) < 50
+    assert found["stopped_by"] == "timeout" and 1 <= found["distinct"] < 50
 
 
 def test_a_search_resumes_its_stored_study_and_a_rerun_reuses_its_trials(tmp_path: Path) -> None:
@@ -126,15 +132,18 @@ def test_a_search_resumes_its_stored_study_and_a_rerun_reuses_its_trials(tmp_pat
     )
     first = run(small, tmp_path / "runs", run_id="first")
     before = [(t["number"], t["label"]) for t in summary(first.run_dir)["trials"]]
+    assert summary(first.run_dir)["distinct"] == 3
     # the same run directory, a bigger budget: the stored trials stay, three more are added
     bigger = small.model_copy(update={"search": small.search.model_copy(update={"trials": 6})})  # type: ignore[union-attr]
     search(bigger, first.run_dir)
     after = [(t["number"], t["label"]) for t in summary(first.run_dir)["trials"]]
-    assert after[:3] == before and len(after) == 6
+    assert after[: len(before)] == before and summary(first.run_dir)["distinct"] == 6
     # an unchanged spec in a new run: the seeded sampler proposes the same trials, all cached
     again = run(small, tmp_path / "runs", run_id="again")
     assert [(t["number"], t["label"]) for t in summary(again.run_dir)["trials"]] == before
     for trial in summary(again.run_dir)["trials"]:
+        if trial["duplicate_of"]:
+            continue  # answered from the first trial of the same recipe: no files of its own
         record = read_json(RunLayout(again.run_dir).candidate(trial["name"]).root / "cache.json")
         assert record["model"]["hit"] is True
 

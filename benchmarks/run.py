@@ -1,6 +1,7 @@
 """`make bench`: the built-in example end to end (every technique and a chain on the CNN), the
-tabular example (feature selection and PCA too), every candidate measured, and how repeatable
-the measurements are on this machine.
+same spec again unchanged (what the content-addressed cache saves), the search example (a size
+goal no fixed recipe meets), the tabular example (feature selection and PCA too), every
+candidate measured, and how repeatable the measurements are on this machine.
 
 Prints, for the baseline and every candidate: p50, p95 with its upper confidence bound,
 throughput at each batch size, size, MACs, the share of the machine's nominal compute peak the
@@ -27,12 +28,14 @@ from components.runner import run
 from components.spec import Spec, load_spec
 
 
-def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[Spec, Path]:
-    """Run one spec end to end and print every model's measurements; returns its run dir."""
+def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[Spec, Path, float]:
+    """Run one spec end to end and print every model's measurements; returns its run dir and
+    the run's wall-clock seconds."""
     spec = load_spec(spec_path, {"registry": str(root / "registry" / name)})
     start = time.perf_counter()
     result = run(spec, root / "runs", run_id=name)
-    console.print(f"\n{spec_path.name}: {result.status} in {time.perf_counter() - start:.0f} s")
+    seconds = time.perf_counter() - start
+    console.print(f"\n{spec_path.name}: {result.status} in {seconds:.0f} s")
     data = collect(spec, result.run_dir)
     env = data["environment"]
     console.print(f"{env['cpu']} ({env['simd']}, {env['cpu_mhz']:.0f} MHz), "
@@ -57,16 +60,34 @@ def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[S
             r.get("outcome") or "",
         )  # fmt: skip
     console.print(table)
-    return spec, result.run_dir
+    found = data.get("search")
+    if found:
+        budget = found["budget"]
+        console.print(
+            f"search: {found['distinct']} distinct trials of a budget of {budget['trials']} "
+            f"(timeout {budget['timeout_s']} s) in {found['seconds']:.0f} s, "
+            f"{found['screened_out']} stopped at the screen, {len(found['feasible'])} met every "
+            f"goal; front: {', '.join(found['front']) or 'empty'}"
+        )
+    return spec, result.run_dir, seconds
 
 
 def main() -> int:
     console = Console(highlight=False, width=190)
-    tabular = Path(__file__).parents[1] / "examples" / "breast-cancer.yaml"
+    examples = Path(__file__).parents[1] / "examples"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        spec, run_dir = measure(demo_spec_path(), root, "demo", console)
-        measure(tabular, root, "tabular", console)
+        spec, run_dir, first = measure(demo_spec_path(), root, "demo", console)
+        _, again_dir, again = measure(demo_spec_path(), root, "demo-again", console)
+        reused = collect(spec, again_dir)["reused"]
+        ratio = again / first
+        console.print(f"\nre-run of the unchanged spec: {again:.1f} s against {first:.1f} s, "
+                      f"{ratio:.1%} of the first run "
+                      + ("(under a fifth)" if ratio < 0.2 else "[red](NOT under a fifth)[/]")
+                      + f"; reused {len(reused['models'])} models and "
+                      f"{len(reused['measurements'])} measurements")  # fmt: skip
+        measure(examples / "digits-search.yaml", root, "search", console)
+        measure(examples / "breast-cancer.yaml", root, "tabular", console)
 
         base = run_dir / "baseline" / "model.onnx"
         split = run_dir / "data" / "test.npz"

@@ -56,6 +56,12 @@ def _registry_uri(value: str) -> str:
 # --- run / demo --------------------------------------------------------------------------------
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 class _StatusHandler(logging.Handler):
     """Shows the latest log line of a step (an epoch's loss, say) next to the spinner."""
 
@@ -65,7 +71,10 @@ class _StatusHandler(logging.Handler):
         self.step = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.status.update(f"[bold]{self.step}[/] {record.getMessage()}")
+        message = record.getMessage()
+        if record.name in ("components.search", "components.tuning") and "trial" in message:
+            self.status.console.print(f"  [dim]{escape(message)}[/]")  # one line per trial stays
+        self.status.update(f"[bold]{self.step}[/] {escape(message)}")
 
 
 def _execute(spec: Spec, runs_dir: Path, run_id: str | None) -> int:

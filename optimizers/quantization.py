@@ -125,6 +125,12 @@ class StaticInt8QuantizationConfig(OptimizerConfig):
     batch_size: int = Field(default=16, ge=1)
     activation_type: Literal["uint8", "int8"] = "uint8"
     nodes_to_exclude: tuple[str, ...] = ()
+    histogram_bins: int = Field(
+        default=2048,
+        ge=256,
+        description="entropy and percentile: bins of the activation histograms",
+    )
+    percentile: float = Field(default=99.999, gt=50, lt=100, description="percentile calibration")
 
 
 @register
@@ -132,6 +138,7 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
     """Static int8 quantization (QDQ) with ``onnxruntime.quantization.quantize_static``."""
 
     key: ClassVar[str] = "quantization.static_int8"
+    version: ClassVar[int] = 2  # 2: entropy calibration really searches a clipping threshold
     config_class: ClassVar[type[OptimizerConfig]] = StaticInt8QuantizationConfig
     description: ClassVar[str] = (
         "int8 weights and activations (QDQ), calibrated on the calibration split"
@@ -147,6 +154,7 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
             QuantType,
             quantize_static,
         )
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         cfg = self.config
@@ -172,16 +180,30 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
                 return next(self._it, None)
 
         prepared = ctx.workdir / f"{src.stem}-preprocessed.onnx"
+        ranges = ctx.workdir / f"{src.stem}-ranges.json"
+        method = getattr(CalibrationMethod, _CALIBRATION[cfg.calibration])
         # histogram calibration reports progress with print(); keep it off the user's terminal
         with _root_logger_at(logging.ERROR), contextlib.redirect_stdout(io.StringIO()):
             quant_pre_process(str(src), str(prepared))  # shape inference, as ORT recommends
+            # Calibrated here rather than inside quantize_static, which cannot pass histogram
+            # sizes: with its defaults (128 bins, 128 quantized bins) the entropy search has one
+            # candidate, the whole range, and Entropy gives exactly the MinMax model.
+            calibrator = create_calibrator(
+                str(prepared), augmented_model_path=str(ctx.workdir / "augmented.onnx"),
+                calibrate_method=method,
+                extra_options={"num_bins": cfg.histogram_bins, "num_quantized_bins": 128,
+                               "percentile": cfg.percentile},
+            )  # fmt: skip
+            calibrator.collect_data(Reader())
+            save_tensors_data(calibrator.compute_data(), ranges)
             quantize_static(
                 str(prepared),
                 str(dst),
-                Reader(),
+                None,
+                calibration_cache_path=str(ranges),
                 quant_format=QuantFormat.QDQ,
                 per_channel=cfg.per_channel,
-                calibrate_method=getattr(CalibrationMethod, _CALIBRATION[cfg.calibration]),
+                calibrate_method=method,
                 activation_type=QuantType.QUInt8
                 if cfg.activation_type == "uint8"
                 else QuantType.QInt8,

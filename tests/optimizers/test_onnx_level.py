@@ -77,3 +77,37 @@ def test_static_quantization_needs_calibration_rows(
         match="needs at least batch_size=16 calibration rows; the calibration split has 4",
     ):
         StaticInt8Quantization().run(contract_model.onnx, tmp_path / "q.onnx", ctx)
+
+
+def test_each_calibration_method_gives_its_own_activation_ranges(
+    tmp_path: Path, contract_model_for_calibration: ContractModel
+) -> None:
+    """ONNX Runtime's quantize_static cannot size the histograms, and with its defaults the
+    entropy search has a single candidate, the whole range: Entropy came out byte for byte the
+    MinMax model. The optimizer calibrates itself; entropy must clip (smaller scales)."""
+    import onnx
+    from onnx import numpy_helper
+
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        out = tmp_path / f"{method}.onnx"
+        ctx = OptimizeContext(tmp_path, calibration=contract_model_for_calibration.train)
+        StaticInt8Quantization({"calibration": method, "per_channel": False}).run(
+            contract_model_for_calibration.onnx, out, ctx
+        )
+        graph = onnx.load(str(out)).graph
+        scales[method] = {
+            t.name: float(numpy_helper.to_array(t))
+            for t in graph.initializer
+            if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1
+            and "output" in t.name
+        }  # fmt: skip
+    assert scales["minmax"].keys() == scales["entropy"].keys()
+    assert scales["entropy"] != scales["minmax"] != scales["percentile"]
+    assert all(scales["entropy"][k] <= scales["minmax"][k] + 1e-9 for k in scales["minmax"])
+    assert any(scales["entropy"][k] < 0.9 * scales["minmax"][k] for k in scales["minmax"])
+
+
+@pytest.fixture(scope="module")
+def contract_model_for_calibration(tmp_path_factory: pytest.TempPathFactory) -> ContractModel:
+    return make_contract_model(tmp_path_factory.mktemp("calibration"))

@@ -34,7 +34,7 @@ from components.gate import load_evidence
 from components.layout import RunLayout, read_json, write_json
 from components.onnx_utils import infer, session
 from components.optimize import build_candidate, measure_candidate
-from components.space import grid_values, sampler, suggest
+from components.space import enqueued, grid_values, sampler, suggest
 from components.spec import Candidate, Search, SearchRecipe, Spec
 from validation.goals import Evidence, GoalResult, Outcome
 
@@ -119,11 +119,12 @@ def gated_candidates(spec: Spec, run: RunLayout) -> list[Candidate]:
 def _grid(cfg: Search) -> list[dict[str, Any]]:
     points = []
     for recipe in cfg.recipes:
-        names = list(recipe.dimensions())
-        grids = [grid_values(dim) for _, _, dim in recipe.dimensions().values()]
+        dims = recipe.dimensions()
+        grids = [grid_values(dim) for _, _, dim in dims.values()]
         for combo in itertools.product(*grids):
             point: dict[str, Any] = {"recipe": recipe.name}
-            point |= {f"{recipe.name}/{n}": v for n, v in zip(names, combo, strict=True)}
+            for (name, (_, _, dim)), value in zip(dims.items(), combo, strict=True):
+                point[f"{recipe.name}/{name}"] = enqueued(dim, value)
             points.append(point)
     return points
 

@@ -7,6 +7,7 @@ grid points and a sampler.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,11 +15,22 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["grid_values", "sampler", "suggest"]
+__all__ = ["enqueued", "grid_values", "sampler", "suggest"]
+
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _encoded(dim: dict[str, Any]) -> bool:
+    """Optuna's categorical values are None, bool, int, float or str; lists (a set of op types
+    or nodes to keep in fp32) and mappings are stored as their JSON text instead."""
+    return "choices" in dim and not all(isinstance(c, _PLAIN) for c in dim["choices"])
 
 
 def suggest(trial: optuna.Trial, name: str, dim: dict[str, Any]) -> Any:
     """Ask the trial for a value of one dimension."""
+    if _encoded(dim):
+        text = trial.suggest_categorical(name, [json.dumps(c) for c in dim["choices"]])
+        return json.loads(str(text))
     if "choices" in dim:
         return trial.suggest_categorical(name, dim["choices"])
     log = bool(dim.get("log", False))
@@ -34,6 +46,11 @@ def grid_values(dim: dict[str, Any]) -> list[Any]:
     low, high, step = dim["low"], dim["high"], dim["step"]
     count = math.floor((high - low) / step + 1e-9) + 1
     return [round(low + i * step, 10) for i in range(count)]
+
+
+def enqueued(dim: dict[str, Any], value: Any) -> Any:
+    """``value`` as the study stores it (for ``enqueue_trial``)."""
+    return json.dumps(value) if _encoded(dim) else value
 
 
 def sampler(

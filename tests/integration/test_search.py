@@ -109,14 +109,17 @@ def test_clear_misses_stop_at_the_cheap_screen(tmp_path: Path) -> None:
 
 
 def test_the_grid_sampler_tries_exactly_the_grid(tmp_path: Path) -> None:
+    # list-valued choices too (what to quantize): Optuna stores them as JSON text
     recipe = {"name": "int8", "steps": [{"quantization.dynamic_int8": {
-        "per_channel": {"choices": [False, True]}, "reduce_range": {"choices": [False, True]}}}]}  # fmt: skip
+        "per_channel": {"choices": [False, True]}, "op_types": {"choices": [["MatMul"], ["Conv", "MatMul"]]}}}]}  # fmt: skip
     spec = write_spec(tmp_path, search={"trials": 10, "sampler": "grid", "recipes": [recipe]},
                       model={"builtin": "tabular_mlp", "width": 0.5}, candidates=[])  # fmt: skip
     result = run(load_spec(spec), tmp_path / "runs", run_id="grid")
     found = summary(result.run_dir)
     points = {tuple(sorted(t["params"].items())) for t in found["trials"]}
     assert len(points) == 4 == len(found["trials"]) == found["distinct"]
+    labels = {t["label"] for t in found["trials"]}
+    assert "quantization.dynamic_int8(per_channel=True, op_types=['Conv', 'MatMul'])" in labels
 
 
 def test_the_wall_clock_budget_stops_the_search(tmp_path: Path) -> None:

@@ -207,7 +207,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load(args)
-    print(f"{args.spec}: valid; {len(spec.candidates)} candidates, goals: "
+    search = ""
+    if spec.search is not None:
+        search = (f", a search of {spec.search.trials} trials over "
+                  f"{len(spec.search.recipes)} recipes ({spec.search.sampler})")  # fmt: skip
+    tune = spec.training.tune
+    tuning = f", training tuned over {tune.trials} trials" if tune is not None else ""
+    print(f"{args.spec}: valid; {len(spec.candidates)} candidates{search}{tuning}, goals: "
           + ", ".join(g.name for g in spec.goals.active()))  # fmt: skip
     return EXIT_OK
 

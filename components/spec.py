@@ -391,6 +391,9 @@ class Candidate(StrictModel):
 # --- search -------------------------------------------------------------------------------------
 
 
+_DIMENSION_KEYS = {"choices", "low", "high", "step", "log"}
+
+
 def _is_dimension(value: Any) -> bool:
     """A searched value in a step's config: ``{choices: [...]}`` or ``{low, high[, step][, log]}``."""
     if not isinstance(value, Mapping):
@@ -445,11 +448,13 @@ class SearchRecipe(StrictModel):
                 raise ValueError(
                     f"{self.name}.steps[{i}].{key}: expected a mapping, got {config!r}"
                 )
-            point = {
-                field: _check_dimension(f"{self.name}.steps[{i}].{key}.{field}", v)
-                if _is_dimension(v) else v
-                for field, v in config.items()
-            }  # fmt: skip
+            point = {}
+            for field, v in config.items():
+                where = f"{self.name}.steps[{i}].{key}.{field}"
+                if isinstance(v, Mapping) and set(v) & _DIMENSION_KEYS and not _is_dimension(v):
+                    raise ValueError(f"{where}: expected {{choices: [...]}} or "
+                                     f"{{low, high[, step][, log]}}, got keys {sorted(v)}")  # fmt: skip
+                point[field] = _check_dimension(where, v) if _is_dimension(v) else v
             steps.append(RecipeStep(key=key, config=point))
         Candidate(steps=tuple(steps))  # the order check
         return self

@@ -158,6 +158,8 @@ def test_a_search_resumes_its_stored_study_and_a_rerun_reuses_its_trials(tmp_pat
          "tpe", "r.steps[0].pruning.structured.ratio: low 0.9 is above high 0.2"),
         ({"name": "r", "steps": [{"pruning.structured": {"ratoi": {"low": 0.1, "high": 0.2}}}]},
          "tpe", "ratoi"),
+        ({"name": "r", "steps": [{"pruning.structured": {"ratio": {"low": 0.1, "hihg": 0.2}}}]},
+         "tpe", "r.steps[0].pruning.structured.ratio: expected {choices: [...]} or {low, high"),
         ({"name": "r", "steps": ["quantization.dynamic_int8", {"pruning.structured": {}}]},
          "tpe", "pruning.structured"),
         ({"name": "r", "steps": [{"pruning.structured": {"ratio": {"low": 0.1, "high": 0.5}}}]},

@@ -11,7 +11,7 @@ from components.layout import ModelDir, RunLayout, read_json, write_json
 from components.spec import Spec
 from validation.goals import Evidence, GoalResult, Outcome
 
-__all__ = ["gate", "load_evidence", "pareto_front", "pareto_knee", "select"]
+__all__ = ["champion_evidence", "gate", "load_evidence", "pareto_front", "pareto_knee", "select"]
 
 
 def load_evidence(model: ModelDir) -> Evidence:
@@ -40,7 +40,7 @@ def load_evidence(model: ModelDir) -> Evidence:
     )
 
 
-def _champion_evidence(run: RunLayout) -> Evidence | None:
+def champion_evidence(run: RunLayout) -> Evidence | None:
     """None when no model is behind production; empty evidence when it could not be scored."""
     record = run.champion.root / "champion.json"
     if not record.is_file() or read_json(record).get("version") is None:
@@ -71,7 +71,7 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
 
     run = RunLayout(run_dir)
     base = load_evidence(run.baseline)
-    champion = _champion_evidence(run)
+    champion = champion_evidence(run)
     batch = spec.speed_batch()
     entries = []
     for cand in gated_candidates(spec, run):

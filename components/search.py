@@ -30,7 +30,7 @@ import numpy as np
 
 from components.benchmark import benchmark
 from components.data import load_split
-from components.gate import load_evidence
+from components.gate import champion_evidence, load_evidence
 from components.layout import RunLayout, read_json, write_json
 from components.onnx_utils import infer, session
 from components.optimize import build_candidate, measure_candidate
@@ -146,6 +146,7 @@ class _Objective:
         self.spec, self.run, self.cfg, self.total = spec, run, cfg, total
         self.recipes = {r.name: r for r in cfg.recipes}
         self.base = load_evidence(run.baseline)
+        self.champion = champion_evidence(run)  # the same evidence the gate will use
         # label -> what its first trial found (a resumed study brings its own)
         self.seen: dict[str, dict[str, Any]] = {}
         for t in study.trials:
@@ -201,7 +202,7 @@ class _Objective:
         record["measurements"] = measure_candidate(self.spec, self.run, cand.name)
         write_json(self.run.candidate(cand.name).root / "cache.json", record)
         evidence = load_evidence(self.run.candidate(cand.name))
-        results = self.spec.goals.check(evidence, self.base, None)
+        results = self.spec.goals.check(evidence, self.base, self.champion)
         trial.set_user_attr("stage", "full")
         _constrain(trial, {r.goal: _violation(r) for r in results})
         blocked = [f"{r.goal}: {r.reason}" for r in results if r.outcome is not Outcome.PASS]

@@ -173,3 +173,18 @@ def test_bad_search_specs_name_the_field(
     with pytest.raises(SpecError) as info:
         load_spec(spec)
     assert message in str(info.value) and "search" in str(info.value)
+
+
+def test_trials_are_judged_against_the_production_champion_like_the_gate(tmp_path: Path) -> None:
+    first = run(load_spec(write_spec(tmp_path)), tmp_path / "runs", run_id="first")
+    assert first.status == "promoted"
+    goals = {"size": {"max_ratio": 0.15}, "accuracy": {"max_drop": 0.06},
+             "champion": {"max_accuracy_drop": 0.1}}  # fmt: skip
+    second = run(load_spec(write_spec(tmp_path, goals=goals)), tmp_path / "runs", run_id="second")
+    found = summary(second.run_dir)
+    # judged without the champion's evidence, every trial would fail first_release: no front
+    assert found["front"], found["blocked_by_goal"]
+    verdict = read_json(second.run_dir / "verdict.json")
+    for name in found["front"]:
+        gated = next(c for c in verdict["candidates"] if c["name"] == name)
+        assert {g["goal"]: g["outcome"] for g in gated["goals"]}["champion"] == "pass"

@@ -29,7 +29,7 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -166,6 +166,38 @@ class ArtifactCache:
             for name in names:
                 self.store.delete(f"{root}/{prefix}/{name}")
         return created
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every complete entry: kind, key, run, created, files, bytes (from entry.json)."""
+        out = []
+        for key in self.store.keys(""):
+            if not key.endswith("/entry.json"):
+                continue
+            found = self.store.read(key)
+            if found is None:
+                continue
+            entry = json.loads(found[0])
+            entry.pop("inputs", None)
+            out.append(entry)
+        return sorted(out, key=lambda e: (e.get("created") or "", e["key"]))
+
+    def prune(self, older_than: timedelta) -> list[dict[str, Any]]:
+        """Remove entries created more than ``older_than`` ago; returns them.
+
+        ``entry.json`` goes first, so a reader sees a miss, never an entry without its files.
+        A run restoring the entry at that moment fails its sha256 check and does the work.
+        """
+        cutoff = datetime.now(UTC) - older_than
+        removed = []
+        for entry in self.entries():
+            if datetime.fromisoformat(entry["created"]) >= cutoff:
+                continue
+            root = self._root(entry["kind"], entry["key"])
+            self.store.delete(f"{root}/entry.json")
+            for key in self.store.keys(f"{root}/"):
+                self.store.delete(key)
+            removed.append(entry)
+        return removed
 
 
 def reuse_or_make(

@@ -464,6 +464,26 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from components.cache import ArtifactCache
+
+    uri = args.cache or str(Path(args.runs_dir).resolve() / ".cache")
+    cache = ArtifactCache.open(uri)
+    if args.cache_cmd == "list":
+        entries = cache.entries()
+        for e in entries:
+            print(f"{e['kind']:13} {e['key'][:16]}  {e['created']}  run {e['run_id']}  "
+                  + ", ".join(sorted(e["files"])))  # fmt: skip
+        print(f"{len(entries)} entries in {cache.describe()}")
+        return EXIT_OK
+    removed = cache.prune(timedelta(days=args.older_than_days))
+    print(f"removed {len(removed)} entries older than {args.older_than_days:g} days "
+          f"from {cache.describe()}")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_optimizers(args: argparse.Namespace) -> int:
     from optimizers.registry import available
 
@@ -584,6 +604,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
     for r in rsub.choices.values():
         r.add_argument("--registry", default="registry", help="registry URI (default: ./registry)")
     p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("cache", help="list or prune the cache of finished work")
+    p.add_argument("cache_cmd", choices=["list", "prune"])
+    p.add_argument("--cache", help="a folder or s3://BUCKET/PREFIX (default: RUNS_DIR/.cache)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument(
+        "--older-than-days", type=float, default=30.0, help="prune: entries older than this"
+    )
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("optimizers", help="list the registered optimizers")
     p.add_argument("action", choices=["list"])

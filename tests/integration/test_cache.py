@@ -172,3 +172,21 @@ def test_an_unreachable_cache_does_not_fail_the_run(
     assert result.status == "promoted"
     record = read_json(result.run_dir / "baseline" / "cache.json")["model"]
     assert record["hit"] is False and record["stored"] is False
+
+
+def test_the_cache_can_be_listed_and_pruned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from components.cli import main
+
+    spec_path = tabular_spec(tmp_path, candidates=[["quantization.dynamic_int8"]])
+    run(load_spec(spec_path), tmp_path / "runs", run_id="first")
+    runs = str(tmp_path / "runs")
+    assert main(["cache", "list", "--runs-dir", runs]) == 0
+    assert "4 entries" in capsys.readouterr().out  # baseline, candidate, two measurements
+    assert main(["cache", "prune", "--runs-dir", runs, "--older-than-days", "30"]) == 0
+    assert "removed 0 entries" in capsys.readouterr().out
+    assert main(["cache", "prune", "--runs-dir", runs, "--older-than-days", "0"]) == 0
+    assert "removed 4 entries" in capsys.readouterr().out
+    again = run(load_spec(spec_path), tmp_path / "runs", run_id="again")
+    assert cache_records(again.run_dir)["baseline"] == ALL_MISS

@@ -8,38 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from components.cache import ArtifactCache
 from components.layout import RunLayout, read_json
 from components.runner import run
 from components.spec import load_spec
 from components.stores import FileStore
+from components.testing import QUICK_BENCHMARK, write_quick_spec
 
-QUICK_BENCHMARK = {"warmup": 5, "min_runs": 30, "min_seconds": 0.05, "compare_rounds": 4,
-                   "compare_seconds": 0.02, "compare_min_runs": 10}  # fmt: skip
+DEFAULTS = {
+    "goals": {"accuracy": {"max_drop": 0.2}},
+    "candidates": [
+        {"name": "int8", "steps": ["quantization.dynamic_int8"]},
+        {"name": "pruned", "steps": [{"pruning.structured": {"ratio": 0.5, "fine_tune_epochs": 1}}]},
+    ],
+    "select": "smallest",
+}  # fmt: skip
 
 
 def tabular_spec(tmp_path: Path, **changes: Any) -> Path:
-    spec = {
-        "name": "cancer",
-        "model": {"builtin": "tabular_mlp", "width": 0.5},
-        "data": {"builtin": "breast_cancer"},
-        "training": {"epochs": 5},
-        "target": {"threads": 1, "batch_sizes": [1]},
-        "benchmark": QUICK_BENCHMARK,
-        "goals": {"accuracy": {"max_drop": 0.2}},
-        "candidates": [
-            {"name": "int8", "steps": ["quantization.dynamic_int8"]},
-            {"name": "pruned", "steps": [{"pruning.structured": {"ratio": 0.5, "fine_tune_epochs": 1}}]},
-        ],
-        "select": "smallest",
-        "registry": str(tmp_path / "registry"),
-        **changes,
-    }  # fmt: skip
-    path = tmp_path / f"spec-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return write_quick_spec(tmp_path, **(DEFAULTS | changes))
 
 
 def cache_records(run_dir: Path) -> dict[str, dict[str, bool]]:

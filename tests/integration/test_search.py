@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from components.errors import SpecError
 from components.layout import RunLayout, read_json
 from components.runner import run
 from components.search import search
 from components.spec import load_spec
+from components.testing import write_quick_spec
 
-QUICK_BENCHMARK = {"warmup": 5, "min_runs": 30, "min_seconds": 0.05, "compare_rounds": 4,
-                   "compare_seconds": 0.02, "compare_min_runs": 10}  # fmt: skip
 PRUNE_THEN_INT8 = {
     "name": "prune-int8",
     "steps": [
@@ -31,25 +28,17 @@ STUDENT = {
 }  # fmt: skip
 
 
+# One fixed recipe (int8) that is too big for the size goal, and a search.
+DEFAULTS = {
+    "goals": {"size": {"max_ratio": 0.15}, "accuracy": {"max_drop": 0.06}},
+    "candidates": [{"name": "int8", "steps": ["quantization.dynamic_int8"]}],
+    "search": {"trials": 6, "recipes": [PRUNE_THEN_INT8, STUDENT]},
+    "select": "smallest",
+}
+
+
 def write_spec(tmp_path: Path, **changes: Any) -> Path:
-    """An MLP on breast cancer whose one fixed recipe (int8) is too big for the size goal."""
-    spec = {
-        "name": "cancer",
-        "model": {"builtin": "tabular_mlp", "width": 0.5},
-        "data": {"builtin": "breast_cancer"},
-        "training": {"epochs": 5},
-        "target": {"threads": 1, "batch_sizes": [1]},
-        "benchmark": QUICK_BENCHMARK,
-        "goals": {"size": {"max_ratio": 0.15}, "accuracy": {"max_drop": 0.06}},
-        "candidates": [{"name": "int8", "steps": ["quantization.dynamic_int8"]}],
-        "search": {"trials": 6, "recipes": [PRUNE_THEN_INT8, STUDENT]},
-        "select": "smallest",
-        "registry": str(tmp_path / "registry"),
-        **changes,
-    }
-    path = tmp_path / f"spec-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return write_quick_spec(tmp_path, **(DEFAULTS | changes))
 
 
 def summary(run_dir: Path) -> dict[str, Any]:

@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from components.errors import SpecError
 from components.layout import RunLayout, read_json
 from components.runner import run
 from components.spec import load_spec
+from components.testing import write_quick_spec
 
-QUICK_BENCHMARK = {"warmup": 5, "min_runs": 30, "min_seconds": 0.05, "compare_rounds": 4,
-                   "compare_seconds": 0.02, "compare_min_runs": 10}  # fmt: skip
 SPACE = {"lr": {"low": 1e-4, "high": 3e-2, "log": True}, "epochs": {"choices": [1, 6]},
          "width": {"choices": [0.25, 1.0]}}  # fmt: skip
 
 
+DEFAULTS = {
+    "training": {"epochs": 5, "tune": {"trials": 5, "sampler": "random", "space": SPACE}},
+    "candidates": [{"name": "pruned", "steps": [{"pruning.structured": {"ratio": 0.5, "fine_tune_epochs": 1}}]}],
+}  # fmt: skip
+
+
 def write_spec(tmp_path: Path, **changes: Any) -> Path:
-    spec = {
-        "name": "cancer",
-        "model": {"builtin": "tabular_mlp", "width": 0.5},
-        "data": {"builtin": "breast_cancer"},
-        "training": {"epochs": 5, "tune": {"trials": 5, "sampler": "random", "space": SPACE}},
-        "target": {"threads": 1, "batch_sizes": [1]},
-        "benchmark": QUICK_BENCHMARK,
-        "goals": {"accuracy": {"max_drop": 0.1}},
-        "candidates": [{"name": "pruned", "steps": [{"pruning.structured": {"ratio": 0.5, "fine_tune_epochs": 1}}]}],
-        "registry": str(tmp_path / "registry"),
-        **changes,
-    }  # fmt: skip
-    path = tmp_path / f"spec-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return write_quick_spec(tmp_path, **(DEFAULTS | changes))
 
 
 def test_the_best_trial_becomes_the_baseline(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def _inputs(sess: Any, batch: int, data: str | None, seed: int) -> dict[str, np.
         with np.load(data, allow_pickle=False) as arrays:
             x = arrays["x"]
         rows = np.tile(x, (-(-batch // len(x)), 1))[:batch]
-        return {inputs[0].name: np.ascontiguousarray(rows, dtype=np.float32)}
+        # token ids stay integers
+        return {inputs[0].name: np.ascontiguousarray(rows, dtype=_DTYPES.get(inputs[0].type))}
     rng = np.random.default_rng(seed)
     feed = {}
     for inp in inputs:

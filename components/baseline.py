@@ -91,7 +91,7 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
         module.eval()
         torch.save(module.state_dict(), out.root / "model.pt")
         files.append("model.pt")
-        export_onnx(module, n_features, out.model)
+        export_onnx(module, n_features, out.model, input_dtype=info.get("input_dtype", "float32"))
     else:
         src = spec.resolve(source.onnx)
         if not src.is_file():

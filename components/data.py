@@ -138,12 +138,24 @@ def _npz_frame(path: Path, label: str) -> pd.DataFrame:
     return frame
 
 
-def to_table(frame: pd.DataFrame, label: str) -> Table:
-    """The validated frame as float32 features and int64 class indices (classes sorted)."""
+def to_table(frame: pd.DataFrame, label: str, *, tokens: bool = False) -> Table:
+    """The validated frame as float32 features (int64 token ids with ``tokens``) and int64
+    class indices (classes sorted)."""
     features = frame.drop(columns=[label])
     values = frame[label].to_numpy()
     classes, y = np.unique(values.astype(str), return_inverse=True)
-    x = features.to_numpy(dtype=np.float32)
+    if tokens:
+        fractional = [str(c) for c in features.columns
+                      if not np.array_equal(features[c].to_numpy(), np.round(features[c].to_numpy()))
+                      or (features[c].to_numpy() < 0).any()]  # fmt: skip
+        if fractional:
+            raise DataError(
+                f"data.features is tokens, but columns {fractional[:5]} hold values that are not "
+                "non-negative integers (token ids)"
+            )
+        x = features.to_numpy(dtype=np.int64)
+    else:
+        x = features.to_numpy(dtype=np.float32)
     return Table(
         np.ascontiguousarray(x), y.astype(np.int64), tuple(map(str, features.columns)),
         tuple(str(c) for c in classes),

@@ -76,7 +76,8 @@ def check_model(path: Path, n_features: int, n_classes: int, threads: int = 1) -
             f"{n_features} features, so expected [batch, {n_features}]"
         )
     try:
-        out = sess.run(None, {inputs[0].name: np.zeros((2, n_features), np.float32)})[0]
+        dtype = np.int64 if inputs[0].type == "tensor(int64)" else np.float32
+        out = sess.run(None, {inputs[0].name: np.zeros((2, n_features), dtype)})[0]
     except Exception as exc:
         raise ModelError(
             f"{path}: a batch of 2 rows of {n_features} features fails: {exc}"

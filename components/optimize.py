@@ -117,7 +117,8 @@ def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) ->
             module, rec = opt.run(module, ctx)
             records.append(rec.to_dict())
         current = work / "exported.onnx"
-        export_onnx(module, info["n_features"], current)
+        export_onnx(module, info["n_features"], current,
+                    input_dtype=info.get("input_dtype", "float32"))  # fmt: skip
     onnx_steps = [o for o in optimizers if isinstance(o, OnnxOptimizer)]
     for i, onnx_opt in enumerate(onnx_steps):
         nxt = work / f"step{i}-{onnx_opt.key}.onnx"

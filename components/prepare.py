@@ -24,7 +24,7 @@ from components.data import (
 )
 from components.errors import DataError
 from components.layout import RunLayout, write_json
-from components.spec import BuiltinData, Spec
+from components.spec import BuiltinData, FileData, Spec
 from validation.data import CheckResult, DataReport, feature_profile, psi, run_suite, split_checks
 
 __all__ = ["prepare_data", "reference_profile"]
@@ -58,7 +58,8 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
     ))  # fmt: skip
     _stop_on_failure(report, run, where)
 
-    table = to_table(frame, label)
+    tokens = isinstance(spec.data, FileData) and spec.data.features == "tokens"
+    table = to_table(frame, label, tokens=tokens)
     parts = split(table, spec.split)
     report.results += split_checks(
         {name: (parts[name].x, parts[name].y) for name in SPLITS}, table.classes,
@@ -77,6 +78,7 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "source": spec.data.model_dump(),
         "rows": len(table),
         "n_features": int(table.x.shape[1]),
+        "input_dtype": str(table.x.dtype),  # float32, or int64 for token ids
         "feature_names": list(table.feature_names),
         "classes": list(table.classes),
         "split": spec.split.model_dump(),

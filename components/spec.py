@@ -117,13 +117,16 @@ class BuiltinData(StrictModel):
 
 
 class FileData(StrictModel):
-    """A table of numeric feature columns and one label column."""
+    """A table of feature columns and one label column. ``features: tokens``: every feature is
+    an integer token id (a fixed-length sequence, as a transformer encoder takes), and the model
+    input is int64; otherwise features are numeric and the input is float32."""
 
     path: str
     format: Literal["csv", "parquet", "npz"] | None = Field(
         default=None, description="taken from the file suffix when not given"
     )
     label: str = "label"
+    features: Literal["numeric", "tokens"] = "numeric"
 
 
 DataSource = Annotated[
@@ -561,18 +564,27 @@ class Spec(StrictModel):
             raise ValueError(f"{v!r}: expected s3://BUCKET/PREFIX, file://PATH or a plain path")
         return v
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Spec:
+    def _model_problems(self) -> list[str]:
+        """What the model source rules out: token inputs, tuning."""
         problems = []
+        tokens = isinstance(self.data, FileData) and self.data.features == "tokens"
+        if tokens and isinstance(self.model, BuiltinModel):
+            problems.append("data.features is tokens, but built-in models take numeric "
+                            "features; give a model.factory (or model.onnx) taking int64 ids")  # fmt: skip
         tune = self.training.tune
-        if tune is not None and (
-            isinstance(self.model, OnnxModel)
-            or (isinstance(self.model, FactoryModel) and self.model.weights)
-        ):
+        loaded = isinstance(self.model, OnnxModel) or (
+            isinstance(self.model, FactoryModel) and self.model.weights
+        )
+        if tune is not None and loaded:
             problems.append("training.tune: this baseline is loaded, not trained; tuning needs "
                             "model.builtin or a model.factory without weights")  # fmt: skip
         if tune is not None and "width" in tune.space and not isinstance(self.model, BuiltinModel):
             problems.append("training.tune.space.width: only built-in models have a width")
+        return problems
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        problems = self._model_problems()
         if not self.candidates and self.search is None:
             problems.append("candidates: none given and no search; give recipes in one or both")
         for goal_name in ("latency", "speedup"):

@@ -95,6 +95,9 @@ class DynamicInt8Quantization(OnnxOptimizer[DynamicInt8QuantizationConfig]):
                 reduce_range=cfg.reduce_range,
                 weight_type=QuantType.QInt8 if cfg.weight_type == "int8" else QuantType.QUInt8,
                 nodes_to_exclude=list(cfg.nodes_to_exclude),
+                # ONNX shape inference cannot type the outputs of ONNX Runtime's fused contrib
+                # ops (after graph.transformer_fusion); the model is fp32, so say so.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         after = Counter(node.op_type for node in onnx.load(str(dst)).graph.node)
         return {

@@ -46,9 +46,14 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "registry": str(root / "registry"),
     }  # fmt: skip
     (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    searching = spec | {"search": {"trials": 2, "sampler": "random", "recipes": [{"name": "prune-int8", "steps": [
+        {"pruning.structured": {"ratio": {"choices": [0.5, 0.75]}, "fine_tune_epochs": 1}},
+        "quantization.dynamic_int8"]}]}}  # fmt: skip
+    (root / "search.yaml").write_text(yaml.safe_dump(searching))
     spec["goals"] = {"size": {"max_mb": 0.00001}}
     (root / "impossible.yaml").write_text(yaml.safe_dump(spec))
-    return {"root": root, "ok": root / "spec.yaml", "impossible": root / "impossible.yaml"}
+    return {"root": root, "ok": root / "spec.yaml", "search": root / "search.yaml",
+            "impossible": root / "impossible.yaml"}  # fmt: skip
 
 
 def run_local(specs: dict[str, Path], spec: Path, name: str) -> tuple[str, Path]:
@@ -64,8 +69,10 @@ def run_local(specs: dict[str, Path], spec: Path, name: str) -> tuple[str, Path]
 
 
 def test_the_pipeline_runs_locally_and_promotes(specs: dict[str, Path]) -> None:
-    log, run_dir = run_local(specs, specs["ok"], "ok")
+    log, run_dir = run_local(specs, specs["search"], "ok")
     assert "Task 'promote' finished with status SUCCESS" in log
+    assert "Task 'search' finished with status SUCCESS" in log
+    assert json.loads((run_dir / "search" / "search.json").read_text())["distinct"] == 2
     for name in ("c0-dynamic-int8", "c1-dynamic-int8"):  # both branches of the ParallelFor ran
         assert (run_dir / "candidates" / name / "comparison.json").is_file()
     assert "Pipeline 'slimgate' finished with status SUCCESS" in log

@@ -182,14 +182,20 @@ class _Objective:
     def _evaluate(
         self, trial: optuna.Trial, cand: Candidate, where: str
     ) -> tuple[float, float, float]:
+        screen = self.cfg.screen
+        # the screen's model: the recipe with its training epochs cut (size and latency do not
+        # depend on them; accuracy does, so it is judged at the screen only at full epochs)
+        cheap = _fewer_epochs(cand, screen.epoch_fraction) if screen.enabled else cand
         try:
-            record = build_candidate(self.spec, self.run, cand)
+            record = build_candidate(self.spec, self.run, cheap)
         except Exception as exc:
             trial.set_user_attr("error", str(exc) or type(exc).__name__)
             _logger.info("%s: failed: %s", where, exc)
             raise
-        if self.cfg.screen.enabled:
-            values, misses = self._screen(cand.name)
+        if screen.enabled:
+            values, misses = self._screen(cand.name, judge_accuracy=cheap == cand)
+            if cheap != cand:
+                trial.set_user_attr("screen_recipe", cheap.label())
             if misses:
                 trial.set_user_attr("stage", "screen")
                 _constrain(trial, {g.name: misses[g.name][1] if g.name in misses else 0.0
@@ -199,6 +205,10 @@ class _Objective:
                 write_json(self.run.candidate(cand.name).root / "cache.json", record)
                 _logger.info("%s: screened out: %s", where, "; ".join(blocked))
                 return values
+            if cheap != cand:  # promising: now the real thing
+                screened = read_json(self.run.candidate(cand.name).root / "screen.json")
+                record = build_candidate(self.spec, self.run, cand)
+                write_json(self.run.candidate(cand.name).root / "screen.json", screened)
         record["measurements"] = measure_candidate(self.spec, self.run, cand.name)
         write_json(self.run.candidate(cand.name).root / "cache.json", record)
         evidence = load_evidence(self.run.candidate(cand.name))
@@ -218,7 +228,9 @@ class _Objective:
             float(ev.accuracy or 0.0),
         )
 
-    def _screen(self, name: str) -> tuple[tuple[float, float, float], dict[str, tuple[str, float]]]:
+    def _screen(
+        self, name: str, *, judge_accuracy: bool
+    ) -> tuple[tuple[float, float, float], dict[str, tuple[str, float]]]:
         """Cheap evidence, and the goals it shows clearly missed (nothing else is decided)."""
         spec, run, screen = self.spec, self.run, self.cfg.screen
         out = run.candidate(name)
@@ -241,7 +253,7 @@ class _Objective:
         )
         accuracy = float(correct.mean())
         goal = spec.goals.accuracy
-        if goal is not None:
+        if goal is not None and judge_accuracy:
             se = float(correct.std(ddof=1) / math.sqrt(len(idx))) if len(idx) > 1 else 1.0
             if goal.min is not None and accuracy + 2 * se < goal.min:
                 misses["accuracy"] = (
@@ -303,6 +315,23 @@ def _outcome(attrs: dict[str, Any], values: Sequence[float] | None) -> dict[str,
     }
 
 
+_EPOCH_FIELDS = ("epochs", "fine_tune_epochs")
+
+
+def _fewer_epochs(cand: Candidate, fraction: float) -> Candidate:
+    """The recipe with every step's training epochs cut to ``fraction`` (at least 1)."""
+    steps = []
+    for step in cand.steps:
+        config = dict(step.config)
+        for field in _EPOCH_FIELDS:
+            default = step.build().config_class.model_fields.get(field)
+            epochs = config.get(field, default.default if default is not None else None)
+            if isinstance(epochs, int) and epochs > 1:
+                config[field] = max(1, round(epochs * fraction))
+        steps.append(step.model_copy(update={"config": config}))
+    return cand.model_copy(update={"steps": tuple(steps)})
+
+
 def _gap(value: float, threshold: float, comparison: str) -> float:
     """How far ``value`` lies beyond ``threshold``, relative to it; at least 0.001."""
     gap = value - threshold if comparison == "<=" else threshold - value
@@ -356,6 +385,7 @@ def _summarise(study: optuna.Study, cfg: Search, seconds: float, stopped: str) -
             "feasible": ok,
             "blocked_by": t.user_attrs.get("blocked_by", []),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
+            "screen_recipe": t.user_attrs.get("screen_recipe"),
             "error": t.user_attrs.get("error"),
             "seconds": t.duration.total_seconds() if t.duration else None,
         })  # fmt: skip

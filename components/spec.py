@@ -487,14 +487,22 @@ class SearchRecipe(StrictModel):
 
 
 class Screening(StrictModel):
-    """Multi-fidelity: a cheap first look at each trial (accuracy on a share of the test split,
-    a short benchmark); a trial that clearly misses a goal stops there. Off with ``enabled: false``."""
+    """Multi-fidelity: a cheap first look at each trial. Its model trains for a share of the
+    recipe's epochs (size and latency do not depend on them), and gets a short benchmark;
+    accuracy on a share of the test split is judged when the recipe trains nothing. A trial that
+    clearly misses a goal stops there. Off with ``enabled: false``."""
 
     enabled: bool = True
     test_fraction: float = Field(default=0.3, gt=0, le=1)
     min_runs: int = Field(default=30, ge=5)
     margin: float = Field(
         default=0.5, ge=0, description="latency: discard only beyond (1 + margin) x the limit"
+    )
+    epoch_fraction: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="the screen's model trains for this share of each step's epochs",
     )
 
 

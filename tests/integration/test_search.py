@@ -95,6 +95,11 @@ def test_clear_misses_stop_at_the_cheap_screen(tmp_path: Path) -> None:
         cand = RunLayout(result.run_dir).candidate(trial["name"])
         assert (cand.root / "screen.json").is_file()
         assert not cand.comparison.is_file()  # the expensive interleaved comparison never ran
+        # the screen's model trained for a quarter of the epochs (at least one)
+        assert "epochs=1" in trial["screen_recipe"]
+        if "pruning" in trial["label"]:
+            steps = read_json(cand.root / "optimize.json")["steps"]
+            assert steps[0]["details"]["fine_tune"]["epochs"] == 1
 
 
 def test_the_grid_sampler_tries_exactly_the_grid(tmp_path: Path) -> None:

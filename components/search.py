@@ -92,8 +92,9 @@ def search(spec: Spec, run_dir: Path) -> dict[str, Any]:
     result = _summarise(study, cfg, time.perf_counter() - start, stopped)
     write_json(root / "search.json", result)
     _logger.info(
-        "search: %d trials (%d screened out), %d feasible, front of %d",
-        len(result["trials"]), result["screened_out"], len(result["feasible"]), len(result["front"]),
+        "search: %d distinct trials (%d proposals; %d screened out), %d feasible, front of %d",
+        result["distinct"], len(result["trials"]), result["screened_out"], len(result["feasible"]),
+        len(result["front"]),
     )  # fmt: skip
     return result
 
@@ -319,15 +320,27 @@ _EPOCH_FIELDS = ("epochs", "fine_tune_epochs")
 
 
 def _fewer_epochs(cand: Candidate, fraction: float) -> Candidate:
-    """The recipe with every step's training epochs cut to ``fraction`` (at least 1)."""
+    """The recipe with every step's training epochs cut to ``fraction``, down to the least its
+    config allows (0 for fine-tuning, 1 for a student that must learn something)."""
+    from pydantic import ValidationError
+
     steps = []
     for step in cand.steps:
+        config_class = step.build().config_class
         config = dict(step.config)
         for field in _EPOCH_FIELDS:
-            default = step.build().config_class.model_fields.get(field)
-            epochs = config.get(field, default.default if default is not None else None)
-            if isinstance(epochs, int) and epochs > 1:
-                config[field] = max(1, round(epochs * fraction))
+            info = config_class.model_fields.get(field)
+            epochs = config.get(field, info.default if info is not None else None)
+            if not isinstance(epochs, int):
+                continue
+            for fewer in (round(epochs * fraction), 1):  # the share, else the least allowed
+                try:
+                    config_class.model_validate({**config, field: fewer})
+                except ValidationError:
+                    continue
+                if fewer < epochs:
+                    config[field] = fewer
+                break
         steps.append(step.model_copy(update={"config": config}))
     return cand.model_copy(update={"steps": tuple(steps)})
 

@@ -487,8 +487,8 @@ class SearchRecipe(StrictModel):
 
 
 class Screening(StrictModel):
-    """Multi-fidelity: a cheap first look at each trial. Its model trains for a share of the
-    recipe's epochs (size and latency do not depend on them), and gets a short benchmark;
+    """Multi-fidelity: a cheap first look at each trial. Its model trains for as few epochs as
+    each step allows (size and latency do not depend on them), and gets a short benchmark;
     accuracy on a share of the test split is judged when the recipe trains nothing. A trial that
     clearly misses a goal stops there. Off with ``enabled: false``."""
 
@@ -499,10 +499,11 @@ class Screening(StrictModel):
         default=0.5, ge=0, description="latency: discard only beyond (1 + margin) x the limit"
     )
     epoch_fraction: float = Field(
-        default=0.25,
-        gt=0,
+        default=0.0,
+        ge=0,
         le=1,
-        description="the screen's model trains for this share of each step's epochs",
+        description="the screen's model trains for this share of each step's epochs "
+        "(0: the least each step allows); 1 screens the full model",
     )
 
 

@@ -1,22 +1,28 @@
 # slimgate: `make demo` and `make test` are the whole quick start.
-# Each creates .venv on first use. torch==2.13.0 goes first, in its own pip call: it is the
-# CPU wheel; any other torch requirement pulls several GB of CUDA packages.
+# Each creates .venv on first use and installs exactly the versions of the lock
+# (infra/requirements/, written by `make lock`). torch goes first, in its own pip call: the lock
+# holds it at the CPU wheel; any other torch requirement pulls several GB of CUDA packages.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+LOCK   := infra/requirements/main.txt
 
-.PHONY: install demo test lint fmt bench image kfp clean
+.PHONY: install demo test lint fmt bench image kfp lock upgrade clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) install --upgrade pip
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev,airflow,kfp]'
+# -c: the lock constrains every install, build dependencies included; the check after it
+# fails when the environment holds anything at another version than the lock.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIP) install -c $(LOCK) pip
+	$(PIP) install -c $(LOCK) --group tools
+	$(PIP) install -c $(LOCK) torch
+	$(PIP) install -c $(LOCK) --build-constraint $(LOCK) -e '.[dev,airflow,kfp]'
+	$(BIN)/python infra/lock.py --check-env main
 	touch $@
 
 install: $(STAMP)
@@ -26,12 +32,15 @@ install: $(STAMP)
 # (as on a scheduler whose pods do the work).
 K8S       := .venv-k8s
 K8S_STAMP := $(K8S)/.installed
+K8S_LOCK  := infra/requirements/airflow-kubernetes.txt
+K8S_PIP   := $(K8S)/bin/python -m pip --disable-pip-version-check -q
 
-$(K8S_STAMP): pyproject.toml
+$(K8S_STAMP): pyproject.toml $(K8S_LOCK)
 	$(PYTHON) -m venv $(K8S)
-	$(K8S)/bin/python -m pip --disable-pip-version-check -q install \
-		'apache-airflow>=3.3,<3.4' 'apache-airflow-providers-cncf-kubernetes>=10' pydantic pyyaml rich numpy
-	$(K8S)/bin/python -m pip --disable-pip-version-check -q install --no-deps -e .
+	$(K8S_PIP) install -c $(K8S_LOCK) pip
+	$(K8S_PIP) install -c $(K8S_LOCK) --group tools --group airflow-kubernetes
+	$(K8S_PIP) install --build-constraint $(K8S_LOCK) --no-deps -e .
+	$(K8S)/bin/python infra/lock.py --check-env airflow-kubernetes
 	touch $@
 
 demo: $(STAMP)
@@ -63,6 +72,19 @@ image:
 # Recompile the Kubeflow pipeline IR that infra/ commits (a test fails when it is stale).
 kfp: $(STAMP)
 	$(BIN)/python dags/slimgate_kfp.py compile infra/kfp/slimgate-pipeline.yaml
+
+# Re-resolve the locks after a change to pyproject.toml's requirements (pins that still fit are
+# kept); `make upgrade` moves every pin to the newest release the ranges allow, prints what
+# changed, reinstalls, recompiles the Kubeflow IR with the new kfp and runs every test.
+lock: | $(BIN)/python
+	$(PIP) install -c $(LOCK) uv
+	$(BIN)/python infra/lock.py
+
+upgrade: | $(BIN)/python
+	$(PIP) install -c $(LOCK) uv
+	$(BIN)/python infra/lock.py --upgrade
+	$(MAKE) kfp
+	$(MAKE) test
 
 clean:
 	rm -rf runs registry .pytest_cache .mypy_cache .ruff_cache

@@ -104,6 +104,12 @@ def main() -> int:
         console.print(f"self-comparison: baseline against itself: {same['speedup']:.3f}x, "
                       f"95% interval [{low:.3f}, {high:.3f}]: "
                       + ("contains 1" if contains else "[red]does NOT contain 1[/]"))  # fmt: skip
+    failed = [name for name, ok in (("re-run under a fifth of the first", ratio < 0.2),
+                                    ("baseline twice within 5%", diff <= 0.05),
+                                    ("self-comparison interval contains 1", contains)) if not ok]  # fmt: skip
+    if failed:
+        console.print(f"[red]repeatability checks failed[/]: {', '.join(failed)}")
+        return 1
     return 0
 
 

@@ -33,7 +33,7 @@ def champion(spec: Spec, run_dir: Path) -> dict[str, Any]:
         record["reason"] = (
             f"no version of {spec.name} is behind production in {registry.describe()}"
         )
-        write_json(out.root / "champion.json", record)
+        write_json(run.champion_record, record)
         return record
     record["version"] = pointer["version"]
     try:
@@ -48,5 +48,5 @@ def champion(spec: Spec, run_dir: Path) -> dict[str, Any]:
     except SlimgateError as exc:
         # The champion exists but cannot be scored on today's data: champion goals fail closed.
         record["error"] = str(exc)
-    write_json(out.root / "champion.json", record)
+    write_json(run.champion_record, record)
     return record

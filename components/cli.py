@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.errors import EXIT_OK, EXIT_REJECTED, InputError, SlimgateError
+from components.errors import EXIT_OK, InputError, SlimgateError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,10 +30,6 @@ EPILOG = """exit codes:
   2  bad input: spec, data, model file or arguments
   3  rejected: no candidate met the goals; nothing was written to the registry
 """
-
-RUN_STEPS = (
-    "prepare_data", "baseline", "champion", "candidate", "search", "gate", "promote", "report",
-)  # fmt: skip
 
 
 def _console() -> Console:
@@ -98,6 +94,8 @@ def _execute(spec: Spec, runs_dir: Path, run_id: str | None) -> int:
             status.update(f"[bold]{name}[/] ...")
         elif phase == "done":
             console.print(f"[green]✓[/] {name} [dim]{seconds:.1f} s[/]")
+        elif phase == "skipped":
+            console.print(f"[dim]- {name} skipped: {escape(error or '')}[/]")
         else:
             console.print(f"[red]✗[/] {name} [dim]{seconds:.1f} s[/]")
 
@@ -250,15 +248,10 @@ def cmd_step(args: argparse.Namespace) -> int:
                   f"{r['throughput_per_s']:.0f}/s over {r['runs']} runs")  # fmt: skip
         return EXIT_OK
 
-    import components.baseline
-    import components.champion
-    import components.gate
-    import components.optimize
-    import components.prepare
-    import components.promote
-    import components.report
-    import components.search
+    from components.pipeline import step
+    from components.steps import execute
 
+    s = step(name)
     spec = _load(args)
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -266,73 +259,17 @@ def cmd_step(args: argparse.Namespace) -> int:
         run_dir = Path(args.runs_dir) / args.run_id
     else:
         raise InputError(f"step {name}: give --run-dir, or --runs-dir and --run-id")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fns = {
-        "prepare_data": components.prepare.prepare_data,
-        "baseline": components.baseline.baseline,
-        "champion": components.champion.champion,
-        "search": components.search.search,
-        "gate": components.gate.gate,
-        "promote": components.promote.promote,
-        "report": components.report.report,
-    }
-    if name == "candidate":
-        if not args.candidate:
-            raise SlimgateError("step candidate needs --candidate NAME")
-        result = components.optimize.candidate(spec, run_dir, args.candidate)
-    else:
-        result = fns[name](spec, run_dir)
-    _write_step_outputs(args, spec, run_dir, result)
-    if name == "gate" and not result["selected"] and not args.selected_out:
-        print(result["reason"])
-        return EXIT_REJECTED  # a pipeline reads --selected-out instead of the exit code
+    done = execute(
+        name, spec, run_dir,
+        item=getattr(args, s.item) if s.item else None,
+        inputs={k: getattr(args, k) for k, _ in s.inputs if getattr(args, k) is not None},
+        outputs={o: getattr(args, f"{o}_out") for o in (*s.outputs, "value")},
+    )  # fmt: skip
+    if done.status == "skipped":
+        print(f"{name}: skipped: {done.reason}", file=sys.stderr)
+    elif done.status == "failed":  # recorded; the steps after it judge it
+        print(f"{name} {done.item or ''}: failed (recorded): {done.reason}", file=sys.stderr)
     return EXIT_OK
-
-
-def _write_step_outputs(args: argparse.Namespace, spec: Spec, run_dir: Path, result: Any) -> None:
-    """Copy a step's results to the paths an orchestrator gave (KFP container outputs)."""
-    import shutil
-
-    from components.layout import RunLayout
-
-    run = RunLayout(run_dir)
-
-    def write(path: str | None, text: str) -> None:
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
-
-    def copy(path: str | None, src: Path) -> None:
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, path)
-
-    name = args.step_name
-    write(getattr(args, "names_out", None), json.dumps([c.name for c in spec.candidate_names()]))
-    if name == "prepare_data":
-        copy(args.dataset_out, run.dataset)
-    if name in ("baseline", "candidate"):
-        mdir = run.baseline if name == "baseline" else run.candidate(args.candidate)
-        copy(args.model_out, mdir.model)
-        write(
-            args.metrics_out,
-            json.dumps({k: v for k, v in result.items() if isinstance(v, int | float)}),
-        )
-    if name == "search":
-        summary = {k: result.get(k) for k in ("screened_out", "failed", "stopped_by", "seconds")}
-        write(args.metrics_out, json.dumps({**summary, "trials": len(result["trials"]),
-                                            "front": result.get("front", [])}))  # fmt: skip
-    if name == "gate":
-        write(args.selected_out, str(result["selected"] or ""))
-        write(args.metrics_out, json.dumps({c["name"]: c["outcome"] for c in result["candidates"]}))
-    if name == "promote":
-        if args.expect and result["candidate"] != args.expect:
-            raise SlimgateError(
-                f"promoted {result['candidate']!r}, but the gate selected {args.expect!r}"
-            )
-        write(args.promotion_out, json.dumps(result))
-    if name == "report":
-        copy(args.html_out, run.report_html)
 
 
 # --- bench -------------------------------------------------------------------------------------
@@ -527,27 +464,27 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
 
     p = sub.add_parser("step", help="run one step (what Airflow, KFP and containers call)")
     steps = p.add_subparsers(dest="step_name", required=True)
-    outputs = {
-        "prepare_data": ["--dataset-out", "--names-out"],
-        "baseline": ["--model-out", "--metrics-out"],
-        "candidate": ["--model-out", "--metrics-out"],
-        "search": ["--metrics-out"],
-        "gate": ["--metrics-out", "--selected-out"],
-        "promote": ["--expect", "--promotion-out"],
-        "report": ["--html-out"],
-    }
-    for name in RUN_STEPS:
-        s = steps.add_parser(name, description="Orchestrators pass --run-dir, or --runs-dir and "
-                             "--run-id; the --*-out options copy results where they expect them.")  # fmt: skip
+    from components.pipeline import STEPS
+
+    for declared in STEPS:
+        s = steps.add_parser(
+            declared.name, help=declared.summary,
+            description=f"{declared.summary}. Orchestrators pass --run-dir, or --runs-dir and "
+            "--run-id; the --*-out options copy results where they expect them.",
+        )  # fmt: skip
         s.add_argument("--spec", required=True)
         s.add_argument("--run-dir")
         s.add_argument("--runs-dir")
         s.add_argument("--run-id")
         s.add_argument("--registry", help="override the spec's registry URI")
-        if name == "candidate":
-            s.add_argument("--candidate", required=True, help="candidate name")
-        for option in outputs.get(name, []):
-            s.add_argument(option)
+        if declared.item:
+            s.add_argument(f"--{declared.item}", required=True, help=f"the {declared.item} to run")
+        for keyword, source in declared.inputs:
+            s.add_argument(f"--{keyword}", help=f"what the {source} step handed on")
+        for output in (*declared.outputs, "value"):
+            s.add_argument(
+                f"--{output}-out", metavar="PATH", help=f"write the step's {output} here"
+            )
     s = steps.add_parser("evaluate", help="score an ONNX model on a data split")
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True, help="a split .npz written by prepare_data")

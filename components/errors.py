@@ -22,6 +22,7 @@ __all__ = [
     "ModelError",
     "PromotionRefused",
     "RegistryError",
+    "Rejected",
     "SlimgateError",
     "SpecError",
 ]
@@ -68,3 +69,7 @@ class PromotionRefused(SlimgateError):
     """Promotion was asked for a candidate without a passing verdict."""
 
     exit_code: ClassVar[int] = EXIT_REJECTED
+
+
+class Rejected(PromotionRefused):
+    """No candidate met every goal: nothing was promoted, the report was kept (exit code 3)."""

@@ -7,50 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from components.layout import ModelDir, RunLayout, read_json, write_json
+from components.evidence import (
+    champion_evidence,
+    champion_version,
+    gated_candidates,
+    load_evidence,
+)
+from components.layout import RunLayout, read_json, write_json
 from components.spec import Spec
-from validation.goals import Evidence, GoalResult, Outcome
+from validation.goals import GoalResult, Outcome
 
-__all__ = ["champion_evidence", "gate", "load_evidence", "pareto_front", "pareto_knee", "select"]
-
-
-def load_evidence(model: ModelDir) -> Evidence:
-    """Whatever was measured for one model; anything missing stays None and fails its goals."""
-    metrics = read_json(model.metrics) if model.metrics.is_file() else {}
-    labels = predictions = logits = None
-    if model.predictions.is_file():
-        with np.load(model.predictions, allow_pickle=False) as arrays:
-            labels, predictions, logits = arrays["labels"], arrays["predictions"], arrays["logits"]
-    latency: dict[int, np.ndarray] = {}
-    comparisons: dict[int, dict[str, Any]] = {}
-    if model.comparison.is_file():
-        comp = read_json(model.comparison)
-        comparisons[int(comp["batch"])] = comp
-    if model.benchmark.is_file():
-        for batch, result in read_json(model.benchmark)["batches"].items():
-            latency[int(batch)] = np.asarray(result["samples_ms"], dtype=np.float64)
-    return Evidence(
-        size_bytes=metrics.get("size_bytes"),
-        accuracy=metrics.get("accuracy"),
-        labels=labels,
-        predictions=predictions,
-        logits=logits,
-        latency_ms=latency,
-        comparisons=comparisons,
-    )
-
-
-def champion_evidence(run: RunLayout) -> Evidence | None:
-    """None when no model is behind production; empty evidence when it could not be scored."""
-    record = run.champion.root / "champion.json"
-    if not record.is_file() or read_json(record).get("version") is None:
-        return None
-    return load_evidence(run.champion)
-
-
-def _champion_version(run: RunLayout) -> int | None:
-    record = run.champion.root / "champion.json"
-    return read_json(record).get("version") if record.is_file() else None
+__all__ = ["gate", "pareto_front", "pareto_knee", "select"]
 
 
 def _worst(results: list[GoalResult]) -> Outcome:
@@ -67,16 +34,14 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
     A candidate passes only if every goal passes. A candidate whose step failed, or whose
     files are missing, fails: the gate never passes on missing evidence.
     """
-    from components.search import gated_candidates
-
     run = RunLayout(run_dir)
     base = load_evidence(run.baseline)
-    champion = champion_evidence(run)
+    champion = champion_evidence(spec, run)
     batch = spec.speed_batch()
     entries = []
     for cand in gated_candidates(spec, run):
         mdir = run.candidate(cand.name)
-        error = mdir.root / "error.json"
+        error = mdir.error
         metrics = read_json(mdir.metrics) if mdir.metrics.is_file() else {}
         ev = load_evidence(mdir)
         results = spec.goals.check(ev, base, champion)
@@ -105,12 +70,17 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
         reason = f"none of {len(entries)} candidates met every goal"
     else:
         reason = f"{len(passing)} of {len(entries)} candidates met every goal; {reason}"
+    search_error = (
+        read_json(run.step_error("search")) if run.step_error("search").is_file() else None
+    )
+    if search_error is not None:
+        reason += f" (the search failed and added none: {search_error['error']})"
     verdict = {
         "policy": spec.select,
         "selected": selected["name"] if selected else None,
         "reason": reason,
         "goals": spec.goals.model_dump(exclude_none=True),
-        "champion": _champion_version(run),
+        "champion": champion_version(run),
         "candidates": entries,
     }
     write_json(run.verdict, verdict)

@@ -7,7 +7,10 @@
     baseline/model.onnx, model.pt, train.json, metrics.json, predictions.npz, benchmark.json
     candidates/<name>/model.onnx, optimize.json, metrics.json, predictions.npz, benchmark.json,
                       comparison.json (interleaved against the baseline)
-    verdict.json, promotion.json, report.json, report.html
+    search/search.json, study.journal, error.json (a failed search)
+    champion/champion.json, metrics.json, predictions.npz
+    steps/<step>[.<item>].json      how each executed step ended (components.pipeline)
+    verdict.json, promotion.json, report.json, report.html, error.json (a run that stopped)
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class ModelDir:
     def comparison(self) -> Path:
         return self.root / "comparison.json"
 
+    @property
+    def error(self) -> Path:
+        """Why building or measuring this model failed (the gate fails it with the reason)."""
+        return self.root / "error.json"
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -83,6 +91,40 @@ class RunLayout:
     def champion(self) -> ModelDir:
         """The model behind the registry's production alias, scored on this run's test split."""
         return ModelDir(self.root / "champion")
+
+    @property
+    def champion_record(self) -> Path:
+        """Which version is behind production, or why none: written by the champion step."""
+        return self.champion.root / "champion.json"
+
+    @property
+    def search(self) -> Path:
+        return self.root / "search"
+
+    @property
+    def search_result(self) -> Path:
+        return self.search / "search.json"
+
+    @property
+    def steps(self) -> Path:
+        return self.root / "steps"
+
+    def step_record(self, step: str, item: str | None = None) -> Path:
+        return self.steps / (f"{step}.{item}.json" if item else f"{step}.json")
+
+    def step_error(self, step: str, item: str | None = None) -> Path:
+        """Where a step whose failure the pipeline continues past records it: the evidence
+        the gate reads (a candidate's own folder, the search's)."""
+        if step == "candidate" and item:
+            return self.candidate(item).error
+        if step == "search":
+            return self.search / "error.json"
+        return self.root / step / "error.json"
+
+    @property
+    def error(self) -> Path:
+        """Why a run stopped."""
+        return self.root / "error.json"
 
     @property
     def verdict(self) -> Path:

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from components.errors import PromotionRefused
+from components.errors import PromotionRefused, Rejected
 from components.layout import RunLayout, read_json, write_json
 from components.onnx_utils import sha256_file
 from components.registry import AliasConflict, Registry, open_registry
@@ -31,13 +31,16 @@ def _refuse(run: RunLayout, reason: str) -> PromotionRefused:
     return PromotionRefused(f"not promoted: {reason}")
 
 
-def promote(spec: Spec, run_dir: Path) -> dict[str, Any]:
+def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> dict[str, Any]:
     """Publish the verdict's selected candidate as a new version, then move the alias to it.
 
     Refuses, writing nothing to the registry, unless ``verdict.json`` selects a candidate
     that passed every goal of this spec and whose file still has the checksum it was judged with.
+    ``expect`` is the selection the gate step handed on ("" for none): a verdict that selects
+    another candidate by now is refused.
 
     Raises:
+        Rejected: the verdict selects no candidate (no candidate met every goal).
         PromotionRefused: there is no passing verdict for the selected candidate.
     """
     from components.report import render_report
@@ -47,8 +50,13 @@ def promote(spec: Spec, run_dir: Path) -> dict[str, Any]:
         raise _refuse(run, f"{run.verdict} not found; the gate step has not run")
     verdict = read_json(run.verdict)
     name = verdict.get("selected")
+    if expect is not None and expect != (name or ""):
+        raise _refuse(run, f"the gate selected {expect or 'no candidate'!r}, but {run.verdict} "
+                           f"now selects {name or 'none'!r}")  # fmt: skip
     if not name:
-        raise _refuse(run, verdict.get("reason") or "the verdict selects no candidate")
+        reason = verdict.get("reason") or "the verdict selects no candidate"
+        write_json(run.promotion, {"status": "rejected", "reason": reason})
+        raise Rejected(f"rejected: {reason}; nothing was promoted")
     entry = next((c for c in verdict.get("candidates", []) if c.get("name") == name), None)
     if entry is None:
         raise _refuse(run, f"the verdict selects {name!r} but has no entry for it")

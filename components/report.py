@@ -27,7 +27,7 @@ def _model_row(name: str, recipe: str, mdir: ModelDir) -> dict[str, Any]:
     }
     first = batches[min(batches)] if batches else {}
     p50 = first.get("p50_ms")
-    error = _maybe(mdir.root / "error.json")
+    error = _maybe(mdir.error)
     comparison = _maybe(mdir.comparison)
     samples = {b: r["samples_ms"] for b, r in bench.get("batches", {}).items()}
     return {
@@ -62,7 +62,7 @@ def collect(spec: Spec, run_dir: Path) -> dict[str, Any]:
     baseline = _model_row("baseline", "", run.baseline)
     verdict = _maybe(run.verdict)
     outcomes = {c["name"]: c for c in verdict["candidates"]} if verdict else {}
-    from components.search import gated_candidates
+    from components.evidence import gated_candidates
 
     candidates = []
     for cand in gated_candidates(spec, run):
@@ -87,9 +87,9 @@ def collect(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "candidates": candidates,
         "verdict": verdict,
         "promotion": promotion,
-        "search": _maybe(run.root / "search" / "search.json"),
+        "search": _maybe(run.search_result),
         "reused": _reused(run, [baseline["name"], *[c["name"] for c in candidates]]),
-        "error": (_maybe(run.root / "error.json") or {}).get("error"),
+        "error": (_maybe(run.error) or {}).get("error"),
     }
 
 

@@ -1,7 +1,8 @@
 """Run every step of a spec in this process: what ``slimgate run`` and ``make demo`` do.
 
-The runner holds no step logic: it calls the step functions in order, records a failed
-candidate and goes on with the others, and writes the report whatever happens.
+The runner holds no step logic and no list of steps: it walks :data:`components.pipeline.STEPS`
+in order and executes each with :func:`components.pipeline.run_step`, which applies the step's
+condition and failure semantics. The ``always`` steps (the report) run whatever happened.
 """
 
 from __future__ import annotations
@@ -13,25 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from components.baseline import baseline
-from components.champion import champion
-from components.errors import EXIT_OK, EXIT_REJECTED, InputError, SlimgateError
-from components.gate import gate
-from components.layout import RunLayout, write_json
-from components.optimize import candidate
-from components.prepare import prepare_data
-from components.promote import promote
-from components.report import report
-from components.search import search
+from components.errors import EXIT_OK, EXIT_REJECTED, InputError, Rejected, SlimgateError
+from components.layout import RunLayout, read_json, write_json
+from components.pipeline import STEPS, Step, run_step
 from components.spec import Spec
 
 __all__ = ["RunResult", "StepEvent", "new_run_id", "run"]
 
-Phase = Literal["start", "done", "failed"]
+Phase = Literal["start", "done", "failed", "skipped"]
 StepEvent = Callable[[str, Phase, float | None, str | None], None]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,10 +52,11 @@ def run(
     run_id: str | None = None,
     on_step: StepEvent = _noop,
 ) -> RunResult:
-    """Run prepare_data, baseline, every candidate, the search, gate, promote and report.
+    """Run every step of the pipeline in order, then the report.
 
-    Returns the outcome; raises :class:`SlimgateError` (or a bug's exception) when the run
-    cannot go on, after writing ``error.json`` and the report.
+    Returns the outcome (promoted, or rejected: no candidate met every goal); raises
+    :class:`SlimgateError` (or a bug's exception) when the run cannot go on, after writing
+    ``error.json`` and the report.
     """
     missing = spec.missing_files()
     if missing:
@@ -70,43 +64,37 @@ def run(
     run_dir = runs_root / (run_id or new_run_id())
     run_dir.mkdir(parents=True, exist_ok=False)
     layout = RunLayout(run_dir)
+    values: dict[str, Any] = {}  # what each step hands on, by step name
 
-    def step(name: str, fn: Callable[..., T], *args: Any) -> T:
-        on_step(name, "start", None, None)
+    def execute(s: Step, item: str | None = None) -> None:
+        label = f"{s.name} {item}" if item else s.name
+        on_step(label, "start", None, None)
         start = time.perf_counter()
         try:
-            out = fn(spec, run_dir, *args)
+            inputs = {keyword: values[source] for keyword, source in s.inputs}
+            record, _ = run_step(s.name, spec, run_dir, item=item, **inputs)
         except Exception as exc:
-            on_step(name, "failed", time.perf_counter() - start, str(exc))
+            on_step(label, "failed", time.perf_counter() - start, str(exc))
             raise
-        on_step(name, "done", time.perf_counter() - start, None)
-        return out
+        phase: Phase = "done" if record.status == "done" else record.status
+        on_step(label, phase, time.perf_counter() - start, record.reason)
+        values[s.name] = record.value
 
     try:
-        step("prepare_data", prepare_data)
-        step("baseline", baseline)
-        if spec.goals.champion is not None:
-            step("champion", champion)
-        for cand in spec.candidate_names():
-            try:
-                step(f"candidate {cand.name}", candidate, cand.name)
-            except Exception as exc:  # one broken recipe must not stop the others
-                write_json(
-                    layout.candidate(cand.name).root / "error.json",
-                    {"error": str(exc) or type(exc).__name__, "type": type(exc).__name__,
-                     "traceback": traceback.format_exc()},
-                )  # fmt: skip
-        if spec.search is not None:
-            step("search", search)
-        verdict = step("gate", gate)
-        if verdict["selected"]:
-            promotion = step("promote", promote)
-            return RunResult(layout.run_id, run_dir, "promoted", EXIT_OK, promotion["version"])
-        write_json(layout.promotion, {"status": "rejected", "reason": verdict["reason"]})
+        for s in STEPS:
+            if s.always:
+                continue
+            for item in values[s.fan_out] if s.fan_out is not None else [None]:
+                execute(s, item)
+        version = read_json(layout.promotion)["version"]
+        return RunResult(layout.run_id, run_dir, "promoted", EXIT_OK, version)
+    except Rejected:
         return RunResult(layout.run_id, run_dir, "rejected", EXIT_REJECTED)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, SlimgateError) else f"{type(exc).__name__}: {exc}"
-        write_json(run_dir / "error.json", {"error": message, "traceback": traceback.format_exc()})
+        write_json(layout.error, {"error": message, "traceback": traceback.format_exc()})
         raise
     finally:
-        step("report", report)
+        for s in STEPS:
+            if s.always:
+                execute(s)

@@ -30,7 +30,7 @@ import numpy as np
 
 from components.benchmark import benchmark
 from components.data import load_split
-from components.gate import champion_evidence, load_evidence
+from components.evidence import champion_evidence, load_evidence
 from components.layout import RunLayout, read_json, write_json
 from components.onnx_utils import infer, session
 from components.optimize import build_candidate, measure_candidate
@@ -41,7 +41,7 @@ from validation.goals import Evidence, GoalResult, Outcome
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["finalists", "gated_candidates", "search"]
+__all__ = ["search"]
 
 _logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def search(spec: Spec, run_dir: Path) -> dict[str, Any]:
     cfg = spec.search
     if cfg is None:
         return {"trials": []}
-    root = run.root / "search"
+    root = run.search
     root.mkdir(exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -90,28 +90,13 @@ def search(spec: Spec, run_dir: Path) -> dict[str, Any]:
             break
         study.optimize(objective, n_trials=1, catch=(Exception,))
     result = _summarise(study, cfg, time.perf_counter() - start, stopped)
-    write_json(root / "search.json", result)
+    write_json(run.search_result, result)
     _logger.info(
         "search: %d distinct trials (%d proposals; %d screened out), %d feasible, front of %d",
         result["distinct"], len(result["trials"]), result["screened_out"], len(result["feasible"]),
         len(result["front"]),
     )  # fmt: skip
     return result
-
-
-def finalists(run: RunLayout) -> list[Candidate]:
-    """The search's Pareto front, as candidates for the gate (none if no search ran)."""
-    path = run.root / "search" / "search.json"
-    if not path.is_file():
-        return []
-    data = read_json(path)
-    by_name = {t["name"]: t for t in data["trials"]}
-    return [Candidate.model_validate(by_name[n]["candidate"]) for n in data["front"]]
-
-
-def gated_candidates(spec: Spec, run: RunLayout) -> list[Candidate]:
-    """Every candidate the gate judges: the spec's fixed recipes, then the search's front."""
-    return [*spec.candidate_names(), *finalists(run)]
 
 
 # --- sampling ------------------------------------------------------------------------------------
@@ -147,7 +132,7 @@ class _Objective:
         self.spec, self.run, self.cfg, self.total = spec, run, cfg, total
         self.recipes = {r.name: r for r in cfg.recipes}
         self.base = load_evidence(run.baseline)
-        self.champion = champion_evidence(run)  # the same evidence the gate will use
+        self.champion = champion_evidence(spec, run)  # the same evidence the gate will use
         # label -> what its first trial found (a resumed study brings its own)
         self.seen: dict[str, dict[str, Any]] = {}
         for t in study.trials:

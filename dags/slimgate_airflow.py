@@ -18,10 +18,11 @@ an environment. ``SLIMGATE_IMAGE`` (default: the image tagged with this package'
 ``SLIMGATE_NAMESPACE`` and ``SLIMGATE_RUNS_PVC`` (a volume claim mounted at the runs folder)
 configure the pods.
 
-When no candidate meets the goals the ``gate`` task fails and ``promote`` does not run; ``report``
-still does, and the final ``release`` task makes the run fail visibly (not a skipped branch that
-looks green). A
-promotion records an asset event (version and key metrics) on ``slimgate.<model>.production``,
+The tasks are the steps of ``components.pipeline.STEPS``, in its order, with its conditions and
+failure semantics (a failed candidate is recorded and judged by the gate; ``report`` runs
+whatever happened). When no candidate meets the goals the ``promote`` task fails with the reason,
+``report`` still runs, and the final ``release`` task makes the run fail visibly (not a skipped
+branch that looks green). A promotion records an asset event (version and key metrics) on ``slimgate.<model>.production``,
 so serving DAGs can be scheduled on it.
 """
 
@@ -60,7 +61,7 @@ def _image() -> str:
     return os.environ.get("SLIMGATE_IMAGE") or f"ghcr.io/slimgate/slimgate:{version}"
 
 
-def build_dag(  # noqa: PLR0915 - the tasks are defined inside, where they close over the spec
+def build_dag(
     spec_path: str,
     *,
     dag_id: str = "slimgate",
@@ -102,104 +103,64 @@ def build_dag(  # noqa: PLR0915 - the tasks are defined inside, where they close
         doc_md=__doc__,
         user_defined_filters={"safe_id": _safe_id},
     )
-    def pipeline() -> None:  # noqa: PLR0915  # one task per step, defined in place
+    def pipeline() -> None:
         if mode == "kubernetes":
             _kubernetes_tasks(production)
-            return
-
-        @task
-        def prepare_data() -> list[str]:
-            """Validate and split the data; returns the candidate names to fan out over."""
-            from components.prepare import prepare_data as step
-
-            run_spec, run_dir = loaded()
-            step(run_spec, Path(run_dir))
-            return [c.name for c in run_spec.candidate_names()]
-
-        @task
-        def baseline() -> None:
-            from components.baseline import baseline as step
-
-            run_spec, run_dir = loaded()
-            step(run_spec, Path(run_dir))
-
-        @task(map_index_template="{{ name }}")
-        def candidate(name: str) -> None:
-            from components.layout import RunLayout, write_json
-            from components.optimize import candidate as step
-
-            run_spec, run_dir = loaded()
-            try:
-                step(run_spec, Path(run_dir), name)
-            except Exception as exc:
-                # the gate reads this and fails the candidate with the reason
-                write_json(RunLayout(Path(run_dir)).candidate(name).root / "error.json",
-                           {"error": str(exc) or type(exc).__name__, "type": type(exc).__name__})  # fmt: skip
-                raise
-
-        @task(trigger_rule="all_done")
-        def search() -> None:
-            """The spec's recipe search (a no-op without one), after the fixed candidates so
-            that benchmarks never overlap; resumes its stored study when retried."""
-            from components.search import search as step
-
-            run_spec, run_dir = loaded()
-            step(run_spec, Path(run_dir))
-
-        @task(trigger_rule="all_done")
-        def gate() -> str:
-            """Judge every candidate, even when some failed; fail the run if none passes."""
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from components.gate import gate as step
-
-            run_spec, run_dir = loaded()
-            verdict = step(run_spec, Path(run_dir))
-            if not verdict["selected"]:
-                raise AirflowFailException(f"rejected: {verdict['reason']}; nothing was promoted")
-            return str(verdict["selected"])
-
-        @task
-        def promote(selected: str) -> dict[str, Any]:
-            from components.promote import promote as step
-
-            run_spec, run_dir = loaded()
-            result: dict[str, Any] = step(run_spec, Path(run_dir))
-            return result
-
-        @task(trigger_rule="all_done")
-        def report() -> str:
-            from components.layout import RunLayout
-            from components.report import report as step
-
-            run_spec, run_dir = loaded()
-            step(run_spec, Path(run_dir))
-            return str(RunLayout(Path(run_dir)).report_html)
-
-        names = prepare_data()
-        base = baseline()
-        names >> base
-        judged = candidate.expand(name=names)
-        base >> judged
-        selected = gate()
-        searched = search()  # always there: a run's spec may come with the run's conf
-        base >> searched
-        judged >> searched >> selected
-        promoted = promote(selected)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
-        summary = report()
-        promoted >> summary
-        summary >> _release(production)(promoted)
+        else:
+            _local_tasks(loaded, production)
 
     return pipeline()
 
 
+def _local_tasks(loaded: Any, production: Asset) -> None:
+    """One TaskFlow task per step of ``components.pipeline.STEPS``, in its order."""
+    from components.pipeline import STEPS, Step
+
+    def make(s: Step) -> Any:
+        @task(task_id=s.name, trigger_rule="all_done" if s.always else "all_success",
+              map_index_template="{{ item }}" if s.fan_out else None, doc_md=s.summary)  # fmt: skip
+        def run(item: str | None = None, inputs: dict[str, Any] | None = None) -> Any:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from components.errors import Rejected
+            from components.steps import execute
+
+            run_spec, run_dir = loaded()
+            try:
+                record = execute(s.name, run_spec, Path(run_dir), item=item, inputs=inputs)
+            except Rejected as exc:  # fails the run visibly, and is not retried
+                raise AirflowFailException(str(exc)) from None
+            return record.value
+
+        return run
+
+    tasks: dict[str, Any] = {}
+    previous: Any = None
+    for s in STEPS:
+        inputs = {keyword: tasks[source] for keyword, source in s.inputs}
+        fn = make(s)
+        if s.fan_out is not None:
+            current = fn.expand(item=tasks[s.fan_out])
+        else:
+            current = fn(inputs=inputs) if inputs else fn()
+        if previous is not None:
+            previous >> current
+        tasks[s.name] = previous = current
+    # a run succeeds only when every step did: the release waits on all of them
+    list(tasks.values()) >> _release(production)()
+
+
 def _release(production: Asset) -> Any:
     @task(outlets=[production])
-    def release(result: dict[str, Any]) -> str:
+    def release() -> str:
         """The run's outcome, and the asset event serving DAGs wait for. Airflow judges a run by
-        its last tasks, and ``report`` always succeeds; this one is upstream-failed unless a
-        model was promoted, so a rejected release fails the run instead of looking green."""
+        its last tasks, and ``report`` always succeeds; this one runs only after ``promote``
+        succeeded, so a rejected release fails the run instead of looking green."""
+        from components.layout import RunLayout, read_json
+
         ctx = get_current_context()
+        params = ctx["params"]
+        result = read_json(RunLayout(Path(_run_dir(params["runs_dir"], ctx["run_id"]))).promotion)
         ctx["outlet_events"][production].extra = {
             key: result.get(key)
             for key in ("version", "created", "candidate", "registry", "previous")
@@ -214,8 +175,9 @@ def _kubernetes_tasks(production: Asset) -> None:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
-    run = ["--spec", "{{ params.spec }}", "--runs-dir", "{{ params.runs_dir }}",
-           "--run-id", "{{ run_id | safe_id }}"]  # fmt: skip
+    from components.pipeline import STEPS, step_arguments
+
+    run = ("{{ params.spec }}", "{{ params.runs_dir }}", "{{ run_id | safe_id }}")
     xcom = "/airflow/xcom/return.json"  # what the pod writes there becomes the task's XCom
     pod: dict[str, Any] = {
         "image": _image(),
@@ -234,28 +196,30 @@ def _kubernetes_tasks(production: Asset) -> None:
         ]
         pod["volume_mounts"] = [k8s.V1VolumeMount(name="runs", mount_path=DEFAULT_RUNS_MOUNT)]  # fmt: skip
 
-    prepare = KubernetesPodOperator(task_id="prepare_data", do_xcom_push=True,
-                                    arguments=["prepare_data", *run, "--names-out", xcom], **pod)  # fmt: skip
-    base = KubernetesPodOperator(task_id="baseline", arguments=["baseline", *run], **pod)
-    judged = KubernetesPodOperator.partial(task_id="candidate", **pod).expand(
-        arguments=prepare.output.map(lambda name: ["candidate", *run, "--candidate", name])
-    )
-    # exits 3 when no candidate met the goals: the task fails, and so does the run
-    gate = KubernetesPodOperator(
-        task_id="gate", trigger_rule="all_done", arguments=["gate", *run], **pod
-    )
-    promote = KubernetesPodOperator(task_id="promote", do_xcom_push=True,
-                                    arguments=["promote", *run, "--promotion-out", xcom], **pod)  # fmt: skip
-    report = KubernetesPodOperator(
-        task_id="report", trigger_rule="all_done", arguments=["report", *run], **pod
-    )
-    # after the fixed candidates, so that benchmarks never overlap; a no-op without a search
-    search = KubernetesPodOperator(
-        task_id="search", trigger_rule="all_done", arguments=["search", *run], **pod
-    )
-    base >> search
-    prepare >> base >> judged >> search >> gate >> promote >> report
-    report >> _release(production)(promote.output)
+    tasks: dict[str, Any] = {}
+    previous: Any = None
+    for s in STEPS:
+        # what a step hands on goes through the pod's XCom file; inputs come back as templates
+        outputs = {"value": xcom} if s.value is not None else None
+        inputs = {keyword: f"{{{{ ti.xcom_pull(task_ids='{source}') }}}}"
+                  for keyword, source in s.inputs}  # fmt: skip
+        kwargs = {"trigger_rule": "all_done" if s.always else "all_success",
+                  "do_xcom_push": outputs is not None, **pod}  # fmt: skip
+        if s.fan_out is not None:
+            upstream = tasks[s.fan_out]
+            current = KubernetesPodOperator.partial(task_id=s.name, **kwargs).expand(
+                arguments=upstream.output.map(
+                    lambda item, name=s.name: step_arguments(name, *run, item=item)
+                )
+            )
+        else:
+            current = KubernetesPodOperator(
+                task_id=s.name, arguments=step_arguments(s.name, *run, inputs=inputs,
+                                                         outputs=outputs), **kwargs)  # fmt: skip
+        if previous is not None:
+            previous >> current
+        tasks[s.name] = previous = current
+    list(tasks.values()) >> _release(production)()
 
 
 DEFAULT_RUNS_MOUNT = "/data/slimgate"

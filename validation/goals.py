@@ -28,6 +28,7 @@ from validation.stats import (
 __all__ = [
     "AccuracyGoal",
     "AgreementGoal",
+    "Champion",
     "ChampionGoal",
     "Evidence",
     "FidelityGoal",
@@ -35,6 +36,7 @@ __all__ = [
     "GoalResult",
     "Goals",
     "LatencyGoal",
+    "NoEvidence",
     "Outcome",
     "PerClassGoal",
     "SizeGoal",
@@ -94,6 +96,19 @@ class Evidence:
         return np.asarray(self.predictions == self.labels)
 
 
+@dataclass(frozen=True)
+class NoEvidence:
+    """Evidence a goal needs that should exist and does not (a step that did not run, a file
+    that is gone): the goal fails with "no evidence for goal X", never assumes."""
+
+    reason: str
+
+
+# The model behind production: its evidence, NoEvidence when it was never looked up or its
+# record is gone, or None when the registry has no production model.
+Champion = Evidence | NoEvidence | None
+
+
 class Goal(StrictModel, ABC):
     """A release goal. ``check`` compares a candidate's evidence with the baseline's."""
 
@@ -101,7 +116,7 @@ class Goal(StrictModel, ABC):
 
     @abstractmethod
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         """Decide the goal for ``candidate``; ``champion`` is the production model, if any."""
 
@@ -146,7 +161,7 @@ class LatencyGoal(Goal):
     confidence: float = Field(default=0.95, ge=0.5, lt=1)
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         metric = f"latency_p{self.percentile:g}_ms@batch{self.batch}"
         samples = candidate.latency_ms.get(self.batch)
@@ -187,7 +202,7 @@ class SpeedupGoal(Goal):
     batch: int = Field(default=1, ge=1)
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         metric = f"speedup@batch{self.batch}"
         comp = candidate.comparisons.get(self.batch)
@@ -229,7 +244,7 @@ class SizeGoal(Goal):
         return self
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         results = []
         if self.max_mb is not None:
@@ -279,7 +294,7 @@ class AccuracyGoal(Goal):
         return self
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         results = []
         if self.min is not None:
@@ -369,7 +384,7 @@ class AgreementGoal(Goal):
     confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         if candidate.predictions is None or baseline.predictions is None:
             return self._missing(
@@ -407,7 +422,7 @@ class PerClassGoal(Goal):
     confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         cand, base = candidate.correct, baseline.correct
         if cand is None or base is None or candidate.labels is None:
@@ -459,7 +474,7 @@ class FidelityGoal(Goal):
         return self
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         limit = self.min_cosine if self.min_cosine is not None else (self.max_abs_error or 0.0)
         a, b = candidate.logits, baseline.logits
@@ -496,9 +511,12 @@ class ChampionGoal(Goal):
     first_release: Literal["fail", "pass"] = "fail"
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> GoalResult:
         metric = "accuracy_drop_vs_production"
+        if isinstance(champion, NoEvidence):
+            return GoalResult(self.name, metric, "<=", self.max_accuracy_drop, None, Outcome.FAIL,
+                              f"no evidence for goal champion: {champion.reason}")  # fmt: skip
         if champion is None:
             outcome = Outcome.PASS if self.first_release == "pass" else Outcome.FAIL
             reason = "no model is behind production yet: " + (
@@ -541,6 +559,6 @@ class Goals(StrictModel):
         return [g for name in type(self).model_fields if (g := getattr(self, name)) is not None]
 
     def check(
-        self, candidate: Evidence, baseline: Evidence, champion: Evidence | None = None
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
     ) -> list[GoalResult]:
         return [goal.check(candidate, baseline, champion) for goal in self.active()]

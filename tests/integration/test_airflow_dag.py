@@ -85,7 +85,8 @@ def test_the_dag_promotes_and_records_an_asset_event(airflow: dict[str, Any]) ->
     assert result["state"] == "success"
     assert result["tasks"] == {
         "prepare_data": "success", "baseline": "success", "candidate[0]": "success",
-        "candidate[1]": "success", "search": "success", "gate": "success", "promote": "success",
+        "candidate[1]": "success", "champion": "success", "search": "success", "gate": "success",
+        "promote": "success",
         "report": "success", "release": "success",
     }  # fmt: skip
     (run_dir,) = [p for p in (airflow["root"] / "runs").iterdir() if p.name != ".cache"]
@@ -103,8 +104,8 @@ def test_a_rejected_release_fails_the_run_visibly_and_keeps_the_report(
     before = sorted(p.relative_to(registry) for p in registry.rglob("*") if "events" not in p.parts)
     result = run_dag(airflow, {"spec": str(airflow["root"] / "impossible.yaml")})
     assert result["state"] == "failed"
-    assert result["tasks"]["gate"] == "failed"
-    assert result["tasks"]["promote"] == "upstream_failed"
+    assert result["tasks"]["gate"] == "success"  # a verdict was reached: reject
+    assert result["tasks"]["promote"] == "failed"
     assert result["tasks"]["release"] == "upstream_failed"
     assert result["tasks"]["report"] == "success"
     assert "rejected: none of 2 candidates met every goal; nothing was promoted" in result["log"]

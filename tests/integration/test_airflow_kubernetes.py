@@ -4,6 +4,7 @@ not run here; their `slimgate step` commands are the ones the container tests ru
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import textwrap
@@ -68,43 +69,42 @@ RUN = [
 ]
 
 
-def test_the_search_pod_runs_after_the_candidates(dag: dict[str, Any]) -> None:
-    """Always there (a no-op for a spec without a search): the spec may come with a run."""
-    assert dag["search"]["arguments"][:7] == ["search", *RUN]
-    assert dag["search"]["trigger_rule"] == "ALL_DONE"
-    assert dag["search"]["upstream"] == ["baseline", "candidate"]
-    assert dag["gate"]["upstream"] == ["search"]
+def test_the_pods_are_the_declared_steps_in_order(dag: dict[str, Any]) -> None:
+    """Each step of components.pipeline.STEPS after the one before it; the release after all."""
+    from components.pipeline import STEPS
+
+    names = [s.name for s in STEPS]
+    for before, after in itertools.pairwise(STEPS):
+        fed_by = {after.fan_out} if after.fan_out else set()  # the XCom a fan-out maps over
+        assert set(dag[after.name]["upstream"]) == {before.name} | fed_by
+    assert dag["release"]["upstream"] == sorted(names)
+    assert dag["release"]["trigger_rule"] == "ALL_SUCCESS"
+    assert dag["report"]["trigger_rule"] == "ALL_DONE"
+    assert {dag[n]["trigger_rule"].upper() for n in names if n != "report"} == {"ALL_SUCCESS"}
 
 
 def test_every_step_is_a_pod_running_slimgate_step_in_the_image(dag: dict[str, Any]) -> None:
-    steps = ["prepare_data", "baseline", "gate", "promote", "report"]
-    for step in steps:
+    for step in ["prepare_data", "baseline", "champion", "search", "gate", "promote", "report"]:
         task = dag[step]
         assert task["type"] == "KubernetesPodOperator"
-        assert task["image"] == "registry.example/slimgate:1.2.3" and task["cmds"] == [
-            "slimgate",
-            "step",
-        ]
+        assert task["image"] == "registry.example/slimgate:1.2.3"
+        assert task["cmds"] == ["slimgate", "step"]
         assert task["arguments"][0] == step and task["arguments"][1:7] == RUN
         assert task["mounts"] == ["/data/slimgate"]
-    assert dag["prepare_data"]["arguments"][-2:] == ["--names-out", "/airflow/xcom/return.json"]
-    assert dag["promote"]["arguments"][-2:] == ["--promotion-out", "/airflow/xcom/return.json"]
-    assert dag["prepare_data"]["xcom"] and dag["promote"]["xcom"] and not dag["gate"]["xcom"]
+    # what a step hands on goes through the pod's XCom file, and comes back as a template
+    assert dag["prepare_data"]["arguments"][-2:] == ["--value-out", "/airflow/xcom/return.json"]
+    assert dag["gate"]["arguments"][-2:] == ["--value-out", "/airflow/xcom/return.json"]
+    assert dag["promote"]["arguments"][-2:] == ["--expect", "{{ ti.xcom_pull(task_ids='gate') }}"]
+    assert [n for n in dag if not n.startswith("_") and dag[n].get("xcom")] == [
+        "prepare_data",
+        "gate",
+    ]
 
 
 def test_candidates_fan_out_over_the_names_the_data_step_returns(dag: dict[str, Any]) -> None:
     cand = dag["candidate"]
     assert cand["type"] == "MappedOperator" and cand["image"] == "registry.example/slimgate:1.2.3"
     assert cand["arguments"] == ["candidate", *RUN, "--candidate", "c0-x"]
-
-
-def test_the_graph_and_trigger_rules_match_the_local_mode(dag: dict[str, Any]) -> None:
-    assert dag["gate"]["trigger_rule"] == "ALL_DONE" and dag["report"]["trigger_rule"] == "ALL_DONE"
-    assert dag["promote"]["upstream"] == ["gate"] and dag["release"]["upstream"] == [
-        "promote",
-        "report",
-    ]
-    assert dag["release"]["trigger_rule"] == "ALL_SUCCESS"
 
 
 def test_parsing_needs_no_heavy_library_and_runs_go_to_the_volume(dag: dict[str, Any]) -> None:

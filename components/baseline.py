@@ -12,11 +12,12 @@ from components.data import load_split
 from components.errors import DataError, ModelError
 from components.evaluate import evaluate
 from components.layout import RunLayout, read_json, write_json
-from components.models import build_builtin, export_onnx, load_factory, train_classifier
+from components.models import build_builtin, load_factory
 from components.onnx_utils import check_model
 from components.spec import BuiltinModel, FactoryModel, Spec
 from components.stores import sha256_file
 from components.tuning import build_untrained, tune_training
+from optimizers.torch_utils import export_onnx, train_classifier
 
 if TYPE_CHECKING:
     import torch

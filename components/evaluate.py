@@ -10,7 +10,8 @@ import numpy as np
 from components.data import load_split
 from components.errors import ModelError
 from components.layout import ModelDir, write_json
-from components.onnx_utils import infer, onnx_stats, session, sha256_file
+from components.onnx_utils import sha256_file
+from optimizers.onnx_utils import infer, onnx_stats, session
 
 __all__ = ["evaluate"]
 

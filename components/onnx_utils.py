@@ -1,16 +1,16 @@
-"""Small helpers around ONNX files and ONNX Runtime sessions."""
+"""Checks of ONNX files the steps are given or write (sessions and statistics: optimizers.onnx_utils)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from components.errors import ModelError
+from optimizers.onnx_utils import session
 
-__all__ = ["check_model", "infer", "onnx_stats", "session", "sha256_file"]
+__all__ = ["check_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -21,41 +21,6 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def onnx_stats(path: Path) -> dict[str, float]:
-    """File size, number of stored parameters (initializer elements) and graph nodes."""
-    import onnx
-
-    model = onnx.load(str(path))
-    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
-    return {
-        "bytes": float(path.stat().st_size),
-        "parameters": float(params),
-        "nodes": float(len(model.graph.node)),
-    }
-
-
-def session(path: Path, threads: int) -> Any:
-    """A CPU ONNX Runtime session with explicit thread settings (recorded by the benchmark)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {exc}") from exc
-
-
-def infer(sess: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Run ``x`` through a single-input, single-output session in batches; return the outputs."""
-    name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-    return np.concatenate(outs, axis=0)
 
 
 def check_model(path: Path, n_features: int, n_classes: int, threads: int = 1) -> None:

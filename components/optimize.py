@@ -15,11 +15,11 @@ from components.data import load_split
 from components.errors import SpecError
 from components.evaluate import evaluate
 from components.layout import RunLayout, read_json, write_json
-from components.models import export_onnx
 from components.onnx_utils import check_model
 from components.spec import Candidate, Spec
 from components.stores import sha256_file
 from optimizers.base import OnnxOptimizer, OptimizeContext, Stage, TorchOptimizer
+from optimizers.torch_utils import export_onnx
 
 __all__ = ["build_candidate", "candidate", "find_candidate", "measure_candidate"]
 

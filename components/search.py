@@ -32,10 +32,10 @@ from components.benchmark import benchmark
 from components.data import load_split
 from components.evidence import champion_evidence, load_evidence
 from components.layout import RunLayout, read_json, write_json
-from components.onnx_utils import infer, session
 from components.optimize import build_candidate, measure_candidate
 from components.space import enqueued, grid_values, sampler, suggest
 from components.spec import Candidate, Search, SearchRecipe, Spec
+from optimizers.onnx_utils import infer, session
 from validation.goals import Evidence, GoalResult, Outcome
 
 if TYPE_CHECKING:

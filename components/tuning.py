@@ -55,7 +55,7 @@ def tune_training(
     from optuna.storages.journal import JournalFileBackend
     from sklearn.model_selection import train_test_split
 
-    from components.models import train_classifier
+    from optimizers.torch_utils import train_classifier
 
     tune = spec.training.tune
     assert tune is not None

@@ -142,7 +142,7 @@ class OnnxOptimizer(Optimizer[C]):
 
     def run(self, src: Path, dst: Path, ctx: OptimizeContext) -> StepRecord:
         """Apply the technique to ``src``, write ``dst``, and measure both."""
-        from components.onnx_utils import onnx_stats
+        from optimizers.onnx_utils import onnx_stats
 
         before = onnx_stats(src)
         _logger.info("%s: %s -> %s", self.key, src, dst)
@@ -173,7 +173,7 @@ class TorchOptimizer(Optimizer[C]):
         self, model: torch.nn.Module, ctx: OptimizeContext
     ) -> tuple[torch.nn.Module, StepRecord]:
         """Apply the technique to ``model`` and measure it before and after."""
-        from components.models import module_stats
+        from optimizers.torch_utils import module_stats
 
         before = module_stats(model)
         start = time.perf_counter()

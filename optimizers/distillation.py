@@ -53,12 +53,11 @@ class Distillation(TorchOptimizer[DistillationConfig]):
     def _student(self, x: Any, n_classes: int) -> torch.nn.Module:
         import torch
 
-        from components.models import build_builtin
-        from components.spec import BuiltinModel
+        from optimizers.torch_utils import build_builtin
 
         cfg = self.config
         if cfg.builtin is not None:
-            return build_builtin(BuiltinModel(builtin=cfg.builtin, width=cfg.width), x, n_classes)
+            return build_builtin(cfg.builtin, cfg.width, x, n_classes)
         module_name, _, attr = (cfg.factory or "").partition(":")
         student = getattr(importlib.import_module(module_name), attr)(**cfg.kwargs)
         if not isinstance(student, torch.nn.Module):

@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import Field
 
 from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
-from optimizers.pruning import _fine_tune
 from optimizers.registry import register
+from optimizers.torch_utils import fine_tune
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +112,7 @@ class FeatureSelection(TorchOptimizer[FeatureSelectionConfig]):
             for name in ("mean", "scale"):
                 scaler.register_buffer(name, scaler.get_buffer(name)[idx].clone())
         wrapped = _Selected.build(model, columns)
-        tuned = _fine_tune(wrapped, ctx, cfg.fine_tune_epochs, cfg.lr)
+        tuned = fine_tune(wrapped, ctx, cfg.fine_tune_epochs, cfg.lr)
         wrapped.eval()
         return wrapped, {"method": cfg.method, "kept": int(k), "of": int(n), "columns": columns.tolist(),
                          "fine_tune": tuned}  # fmt: skip
@@ -196,7 +196,7 @@ class PcaProjection(TorchOptimizer[PcaProjectionConfig]):
             projection.bias.copy_(torch.as_tensor(-(basis / std) @ mean, dtype=torch.float32))
         projection.requires_grad_(False)
         wrapped = torch.nn.Sequential(projection, model)
-        tuned = _fine_tune(wrapped, ctx, cfg.fine_tune_epochs, cfg.lr)
+        tuned = fine_tune(wrapped, ctx, cfg.fine_tune_epochs, cfg.lr)
         wrapped.eval()
         kept = float(np.sum(s[:k] ** 2) / np.sum(s**2))
         return wrapped, {

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, model_validator
 
 from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
-from optimizers.pruning import _fine_tune
 from optimizers.registry import register
+from optimizers.torch_utils import fine_tune
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +71,7 @@ class SvdFactorization(TorchOptimizer[SvdFactorizationConfig]):
                 "no layer was factored: at these settings no rank would save multiply-adds "
                 f"(layers considered: {sorted(layers) or 'none above min_params'})"
             )
-        tuned = _fine_tune(model, ctx, self.config.fine_tune_epochs, self.config.lr)
+        tuned = fine_tune(model, ctx, self.config.fine_tune_epochs, self.config.lr)
         model.eval()
         return model, {"layers": layers, "factored": factored, "fine_tune": tuned}
 

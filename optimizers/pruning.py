@@ -8,6 +8,7 @@ from pydantic import Field
 
 from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
 from optimizers.registry import register
+from optimizers.torch_utils import fine_tune, weight_layers
 
 if TYPE_CHECKING:
     import torch
@@ -20,34 +21,9 @@ __all__ = [
 ]
 
 
-def _fine_tune(
-    model: torch.nn.Module, ctx: OptimizeContext, epochs: int, lr: float
-) -> dict[str, Any]:
-    from components.models import train_classifier
-    from components.spec import Training
-
-    if epochs == 0:
-        return {"epochs": 0}
-    if ctx.train is None:
-        raise ValueError("fine-tuning needs the training split, and this context has none")
-    x, y = ctx.train
-    history = train_classifier(model, x, y, Training(epochs=epochs, lr=lr, seed=ctx.seed))
-    return {"epochs": epochs, "final_loss": history["loss"][-1]}
-
-
-def _prunable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    import torch
-
-    return [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear | torch.nn.Conv2d | torch.nn.Conv1d)
-    ]
-
-
 def _output_layers(model: torch.nn.Module, ctx: OptimizeContext) -> list[torch.nn.Module]:
     """The layers producing class scores: removing their units would remove classes."""
-    layers = _prunable(model)
+    layers = weight_layers(model)
     if not layers:
         raise ValueError("the model has no Linear or Conv layer to prune")
     return [layers[-1][1]]
@@ -104,7 +80,7 @@ class StructuredPruning(TorchOptimizer[StructuredPruningConfig]):
             raise ValueError("structured pruning needs the training split to fine-tune")
         torch.manual_seed(ctx.seed)
         example = torch.as_tensor(ctx.train[0][:2])
-        before = {name: _width(m) for name, m in _prunable(model)}
+        before = {name: _width(m) for name, m in weight_layers(model)}
         attention = _attention_layers(model)
         heads_before = [m.num_attention_heads for m in attention]
         num_heads = {
@@ -129,10 +105,10 @@ class StructuredPruning(TorchOptimizer[StructuredPruningConfig]):
         for m in attention:  # the module's own bookkeeping, which its forward reads
             m.all_head_size = m.query.out_features
             m.num_attention_heads = m.all_head_size // m.attention_head_size
-        after = {name: _width(m) for name, m in _prunable(model)}
+        after = {name: _width(m) for name, m in weight_layers(model)}
         details: dict[str, Any] = {
             "widths": {name: [before[name], after[name]] for name in before},
-            "fine_tune": _fine_tune(model, ctx, cfg.fine_tune_epochs, cfg.lr),
+            "fine_tune": fine_tune(model, ctx, cfg.fine_tune_epochs, cfg.lr),
         }
         if attention:
             details["heads"] = [
@@ -173,14 +149,14 @@ class UnstructuredPruning(TorchOptimizer[UnstructuredPruningConfig]):
 
         cfg = self.config
         torch.manual_seed(ctx.seed)
-        layers = [m for _, m in _prunable(model)]
+        layers = [m for _, m in weight_layers(model)]
         if cfg.scope == "global":
             prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured,
                                       amount=cfg.sparsity)  # fmt: skip
         else:
             for m in layers:
                 prune.l1_unstructured(m, "weight", amount=cfg.sparsity)  # type: ignore[no-untyped-call]
-        tuned = _fine_tune(model, ctx, cfg.fine_tune_epochs, cfg.lr)
+        tuned = fine_tune(model, ctx, cfg.fine_tune_epochs, cfg.lr)
         for m in layers:
             prune.remove(m, "weight")  # type: ignore[no-untyped-call]
         weights = torch.cat([torch.as_tensor(m.weight).detach().flatten() for m in layers])

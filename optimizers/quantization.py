@@ -293,10 +293,10 @@ class QuantizationAwareTraining(TorchOptimizer[QuantizationAwareTrainingConfig])
         import torch
         from torch.nn.utils import parametrize
 
-        from optimizers.pruning import _fine_tune, _prunable
+        from optimizers.torch_utils import fine_tune, weight_layers
 
         cfg = self.config
-        layers = [m for _, m in _prunable(model)]
+        layers = [m for _, m in weight_layers(model)]
         ranges: dict[int, list[float]] = {}
 
         class FakeQuantWeight(torch.nn.Module):
@@ -326,7 +326,7 @@ class QuantizationAwareTraining(TorchOptimizer[QuantizationAwareTrainingConfig])
         for m in layers:
             parametrize.register_parametrization(m, "weight", FakeQuantWeight())
         try:
-            tuned = _fine_tune(model, ctx, cfg.epochs, cfg.lr)
+            tuned = fine_tune(model, ctx, cfg.epochs, cfg.lr)
         finally:
             for h in handles:
                 h.remove()

@@ -85,8 +85,7 @@ def make_contract_model(workdir: Path, seed: int = 0) -> ContractModel:
     """A small trained MLP on a fixed synthetic task, and its ONNX export."""
     import torch
 
-    from components.models import export_onnx
-    from components.spec import Training
+    from optimizers.torch_utils import TrainSettings, export_onnx
 
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 2, size=(N_CLASSES, N_FEATURES))
@@ -100,9 +99,9 @@ def make_contract_model(workdir: Path, seed: int = 0) -> ContractModel:
         torch.nn.ReLU(),
         torch.nn.Linear(256, N_CLASSES),
     )
-    from components.models import train_classifier
+    from optimizers.torch_utils import train_classifier
 
-    train_classifier(module, x[:480], y[:480], Training(epochs=3, seed=seed))
+    train_classifier(module, x[:480], y[:480], TrainSettings(epochs=3, seed=seed))
     path = workdir / "contract-model.onnx"
     export_onnx(module, N_FEATURES, path)
     return ContractModel(module, path, (x[:480], y[:480]), (x[480:], y[480:]))
@@ -166,12 +165,11 @@ def make_transformer_module(
 
 def make_transformer_contract_model(workdir: Path, seed: int = 0) -> ContractModel:
     """A small trained BERT-style classifier over token ids, and its ONNX export."""
-    from components.models import export_onnx, train_classifier
-    from components.spec import Training
+    from optimizers.torch_utils import TrainSettings, export_onnx, train_classifier
 
     x, y = token_task(800, seed)
     module = make_transformer_module(seed=seed)
-    train_classifier(module, x[:600], y[:600], Training(epochs=4, lr=3e-3, seed=seed))
+    train_classifier(module, x[:600], y[:600], TrainSettings(epochs=4, lr=3e-3, seed=seed))
     path = workdir / "contract-transformer.onnx"
     export_onnx(module, SEQUENCE, path, input_dtype="int64")
     return ContractModel(
@@ -183,7 +181,7 @@ def measure(path: Path, x: np.ndarray) -> Measured:
     import onnx
     from onnx import numpy_helper
 
-    from components.onnx_utils import infer, session
+    from optimizers.onnx_utils import infer, session
 
     model = onnx.load(str(path))
     arrays = [numpy_helper.to_array(t) for t in model.graph.initializer]
@@ -217,7 +215,7 @@ class OptimizerContract:
         return make_contract_model(tmp_path_factory.mktemp("contract"))
 
     def _apply(self, model: ContractModel, workdir: Path, seed: int = 0) -> tuple[Path, StepRecord]:
-        from components.models import export_onnx
+        from optimizers.torch_utils import export_onnx
 
         opt = self.optimizer_class(self.config)
         ctx = OptimizeContext(

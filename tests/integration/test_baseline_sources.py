@@ -13,9 +13,9 @@ import torch
 from components.baseline import baseline
 from components.errors import ModelError
 from components.layout import RunLayout, read_json
-from components.models import export_onnx
 from components.prepare import prepare_data
 from components.spec import load_spec
+from optimizers.torch_utils import export_onnx
 
 LINEAR = {"factory": "torch.nn:Linear", "kwargs": {"in_features": 64, "out_features": 10}}
 

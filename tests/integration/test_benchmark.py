@@ -13,8 +13,8 @@ import torch
 from components.benchmark import BenchmarkError, benchmark, request, run_worker
 from components.compare import compare
 from components.layout import read_json
-from components.models import export_onnx
 from components.spec import BenchmarkSettings, Target
+from optimizers.torch_utils import export_onnx
 
 FAST = BenchmarkSettings(warmup=2, min_runs=20, min_seconds=0.05, compare_rounds=4,
                          compare_seconds=0.02, compare_min_runs=10)  # fmt: skip

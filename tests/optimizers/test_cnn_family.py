@@ -12,11 +12,12 @@ import onnx
 import pytest
 from sklearn.datasets import load_digits
 
-from components.models import build_builtin, export_onnx, train_classifier
-from components.onnx_utils import infer, onnx_stats, session
+from components.models import build_builtin
 from components.spec import BuiltinModel, Training
 from optimizers.base import OnnxOptimizer, OptimizeContext, TorchOptimizer
+from optimizers.onnx_utils import infer, onnx_stats, session
 from optimizers.registry import build
+from optimizers.torch_utils import export_onnx, train_classifier
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from components.models import export_onnx
 from optimizers.base import OptimizeContext, StepRecord
 from optimizers.quantization import QuantizationAwareTraining
 from optimizers.testing import (
@@ -19,6 +18,7 @@ from optimizers.testing import (
     OptimizerContract,
     make_contract_model,
 )
+from optimizers.torch_utils import export_onnx
 
 
 class TestQuantizationAwareTraining(OptimizerContract):

@@ -12,10 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
-from components.models import export_onnx
-from components.onnx_utils import infer, onnx_stats, session
 from optimizers.base import OnnxOptimizer, OptimizeContext, StepRecord, TorchOptimizer
 from optimizers.graph import TransformerFusion
+from optimizers.onnx_utils import infer, onnx_stats, session
 from optimizers.registry import build
 from optimizers.testing import (
     SEQUENCE,
@@ -24,6 +23,7 @@ from optimizers.testing import (
     OptimizerContract,
     make_transformer_contract_model,
 )
+from optimizers.torch_utils import export_onnx
 
 
 @pytest.fixture(scope="module")

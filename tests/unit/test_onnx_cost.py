@@ -4,10 +4,10 @@ from pathlib import Path
 
 import torch
 
-from components.models import export_onnx
 from components.onnx_cost import graph_cost
 from optimizers.base import OptimizeContext
 from optimizers.quantization import DynamicInt8Quantization
+from optimizers.torch_utils import export_onnx
 
 
 def test_linear_macs_scale_with_batch(tmp_path: Path) -> None:

@@ -1,0 +1,48 @@
+"""The ONNX toolbox of the techniques and of the steps: file statistics and ONNX Runtime
+sessions. Below both, like :mod:`optimizers.torch_utils`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.errors import ModelError
+
+__all__ = ["infer", "onnx_stats", "session"]
+
+
+def onnx_stats(path: Path) -> dict[str, float]:
+    """File size, number of stored parameters (initializer elements) and graph nodes."""
+    import onnx
+
+    model = onnx.load(str(path))
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    return {
+        "bytes": float(path.stat().st_size),
+        "parameters": float(params),
+        "nodes": float(len(model.graph.node)),
+    }
+
+
+def session(path: Path, threads: int) -> Any:
+    """A CPU ONNX Runtime session with explicit thread settings (recorded by the benchmark)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {exc}") from exc
+
+
+def infer(sess: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Run ``x`` through a single-input, single-output session in batches; return the outputs."""
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs, axis=0)

@@ -59,7 +59,7 @@ def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
         cache if spec.cache.measurements else None, "measurements", inputs, out.root, measure,
         run_id=run.run_id,
     )  # fmt: skip
-    write_json(out.root / "cache.json", record)
+    write_json(out.cache_record, record)
     metrics: dict[str, Any] = read_json(out.metrics)
     return metrics
 
@@ -72,7 +72,7 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
     out = run.baseline
     source = spec.model
     record: dict[str, Any] = {"source": source.model_dump(), "trained": False}
-    files = [out.model.name, "train.json"]
+    files = [out.model.name, out.train_record.name]
     if isinstance(source, BuiltinModel | FactoryModel):
         x, y = load_split(run.split("train"))
         if isinstance(source, BuiltinModel):
@@ -90,15 +90,15 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
             record["training"] = training.model_dump()
             record["history"] = train_classifier(module, x, y, training)
         module.eval()
-        torch.save(module.state_dict(), out.root / "model.pt")
-        files.append("model.pt")
+        torch.save(module.state_dict(), out.weights)
+        files.append(out.weights.name)
         export_onnx(module, n_features, out.model, input_dtype=info.get("input_dtype", "float32"))
     else:
         src = spec.resolve(source.onnx)
         if not src.is_file():
             raise ModelError(f"model.onnx: file not found: {src}")
         shutil.copyfile(src, out.model)
-    write_json(out.root / "train.json", record)
+    write_json(out.train_record, record)
     return files
 
 
@@ -110,7 +110,7 @@ def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
     import torch
 
     source = spec.model
-    weights = run.baseline.root / "model.pt"
+    weights = run.baseline.weights
     if not isinstance(source, BuiltinModel | FactoryModel) or not weights.is_file():
         raise ModelError(
             "torch-level optimizers need the baseline as a PyTorch model; "
@@ -119,7 +119,7 @@ def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
     info = dataset_info(run)
     if isinstance(source, BuiltinModel):
         x, _ = load_split(run.split("train"))
-        trained = read_json(run.baseline.root / "train.json")
+        trained = read_json(run.baseline.train_record)
         width = trained.get("width")  # tuning may have chosen another width
         module = build_untrained(spec, x, len(info["classes"]), width)
     else:

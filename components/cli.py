@@ -13,13 +13,11 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from components.errors import EXIT_OK, InputError, SlimgateError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from components.spec import Spec
 
 __all__ = ["main"]
@@ -30,12 +28,6 @@ EPILOG = """exit codes:
   2  bad input: spec, data, model file or arguments
   3  rejected: no candidate met the goals; nothing was written to the registry
 """
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
 
 
 def _load(args: argparse.Namespace) -> Spec:
@@ -52,142 +44,10 @@ def _registry_uri(value: str) -> str:
 # --- run / demo --------------------------------------------------------------------------------
 
 
-def escape(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
-
-
-class _StatusHandler(logging.Handler):
-    """Shows the latest log line of a step (an epoch's loss, say) next to the spinner."""
-
-    def __init__(self, status: Any) -> None:
-        super().__init__(logging.INFO)
-        self.status = status
-        self.step = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if record.name in ("components.search", "components.tuning") and "trial" in message:
-            self.status.console.print(f"  [dim]{escape(message)}[/]")  # one line per trial stays
-        self.status.update(f"[bold]{self.step}[/] {escape(message)}")
-
-
-def _execute(spec: Spec, runs_dir: Path, run_id: str | None) -> int:
-    from components.runner import Phase, run
-
-    console = _console()
-    status = console.status("")
-    status.start()
-    handler = _StatusHandler(status)
-    loggers = [logging.getLogger(name) for name in ("components", "optimizers")]
-    saved = [(lg.level, lg.propagate) for lg in loggers]
-    verbose = logging.getLogger().level <= logging.INFO
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
-        lg.propagate = verbose  # without -v, INFO lines only feed the spinner
-
-    def on_step(name: str, phase: Phase, seconds: float | None, error: str | None) -> None:
-        if phase == "start":
-            handler.step = name
-            status.update(f"[bold]{name}[/] ...")
-        elif phase == "done":
-            console.print(f"[green]✓[/] {name} [dim]{seconds:.1f} s[/]")
-        elif phase == "skipped":
-            console.print(f"[dim]- {name} skipped: {escape(error or '')}[/]")
-        else:
-            console.print(f"[red]✗[/] {name} [dim]{seconds:.1f} s[/]")
-
-    try:
-        result = run(spec, runs_dir, run_id=run_id, on_step=on_step)
-    finally:
-        status.stop()
-        for lg, (level, propagate) in zip(loggers, saved, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-            lg.propagate = propagate
-    _summary(spec, result.run_dir)
-    return result.exit_code
-
-
-def _summary(spec: Spec, run_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from components.layout import RunLayout
-    from components.report import collect, speedup_text
-
-    data = collect(spec, run_dir)
-    table = Table(title=f"{spec.name}: baseline and candidates", title_justify="left")
-    for col in (
-        "model",
-        "accuracy",
-        "agreement",
-        "size MB",
-        "p50 ms",
-        "p95 ms",
-        "speedup [interval]",
-        "verdict",
-    ):
-        table.add_column(
-            col, justify="left" if col in ("model", "verdict") else "right", no_wrap=True
-        )
-
-    def fmt(v: Any, spec_: str) -> str:
-        return "-" if v is None else format(v, spec_)
-
-    colours = {"pass": "green", "fail": "red", "inconclusive": "yellow", "error": "red"}
-    notes = []
-    for row in [data["baseline"], *data["candidates"]]:
-        verdict = "error" if row.get("error") else row.get("outcome") or ""
-        if row.get("error"):
-            notes.append(f"{row['name']}: [red]error[/]: {row['error']}")
-        for g in row.get("goals", []):
-            if g["outcome"] != "pass":
-                notes.append(
-                    f"{row['name']}: [{colours[g['outcome']]}]{g['goal']}[/] {g['reason']}"
-                )
-        size = row["size_bytes"] / 1e6 if row.get("size_bytes") else None
-        table.add_row(
-            row["name"], fmt(row["accuracy"], ".4f"), fmt(row["agreement"], ".4f"),
-            fmt(size, ".2f"), fmt(row["p50_ms"], ".3f"), fmt(row["p95_ms"], ".3f"),
-            speedup_text(row),
-            f"[{colours[verdict]}]{verdict}[/]" if verdict else "",
-        )  # fmt: skip
-    out = Console(highlight=False, width=max(Console().width, 120))
-    out.print(table)
-    for note in notes:
-        out.print(note)
-    found = data.get("search")
-    if found:
-        blocked = ", ".join(f"{g} {n}" for g, n in sorted(found["blocked_by_goal"].items()))
-        out.print(
-            f"search: {found['distinct']} distinct trials in {found['seconds']:.0f} s (stopped by the "
-            f"{found['stopped_by']} limit), {found['screened_out']} stopped at the screen, "
-            f"{len(found['feasible'])} met every goal; front: {', '.join(found['front']) or 'empty'}"
-            + (f"; trials blocked per goal: {blocked}" if blocked else "")
-        )
-    reused = data.get("reused") or {}
-    if reused.get("models") or reused.get("measurements"):
-        out.print(
-            f"reused from the cache: {len(reused['models'])} models, "
-            f"{len(reused['measurements'])} measurements (unchanged inputs)"
-        )
-    promo = data.get("promotion") or {}
-    if promo.get("status") == "promoted":
-        again = "" if promo.get("created") else " (identical to an existing version)"
-        out.print(
-            f"[green]promoted[/] {spec.name} version {promo['version']}{again} as "
-            f"'{promo['alias']}' in {promo['registry']}"
-        )
-    elif data["status"] == "rejected":
-        out.print(f"[red]rejected[/]: {data['verdict']['reason']}; nothing was promoted")
-    out.print(f"report: {RunLayout(run_dir).report_html}")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    return _execute(_load(args), Path(args.runs_dir), args.run_id)
+    from components.console import execute_run
+
+    return execute_run(_load(args), Path(args.runs_dir), args.run_id)
 
 
 def demo_spec_path() -> Path:
@@ -196,11 +56,12 @@ def demo_spec_path() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from components.console import execute_run, stderr_console
     from components.spec import load_spec
 
     spec = load_spec(demo_spec_path(), {"registry": _registry_uri(args.registry)})
-    _console().print(f"slimgate demo: {demo_spec_path()}")
-    return _execute(spec, Path(args.runs_dir), None)
+    stderr_console().print(f"slimgate demo: {demo_spec_path()}")
+    return execute_run(spec, Path(args.runs_dir), None)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -306,56 +167,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 from components.layout import write_json
 
                 write_json(out, record)
-    _print_bench(record, comparison)
+    from components.console import print_bench
+
+    print_bench(record, comparison)
     return EXIT_OK
-
-
-def _print_bench(record: dict[str, Any], comparison: dict[str, Any] | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    env = record["environment"]
-    out = Console(highlight=False, width=max(Console().width, 120))
-    macs = (
-        f"{record['macs_per_example'] / 1e6:.1f} M MACs per example"
-        if record["macs_per_example"] is not None
-        else f"MACs unknown ({len(record['uncounted_nodes'])} fused nodes ONNX cannot size)"
-    )
-    out.print(
-        f"{record['model']}: {record['size_bytes'] / 1e6:.2f} MB, {record['parameters']:,} parameters, {macs}"
-    )
-    out.print(
-        f"{env['cpu']} ({env['simd']}), {env['threads']} threads, "
-        f"{', '.join(env['providers_used'])}, onnxruntime {env['onnxruntime']}"
-    )
-    table = Table()
-    cols = ("batch", "runs", "p50 ms", "p95 ms (bound)", "p99 ms", "throughput/s", "create ms",
-            "first ms", "peak RSS MB", "CPU s/inf", "of limit")  # fmt: skip
-    for col in cols:
-        table.add_column(col, justify="right")
-    for batch, r in record["batches"].items():
-        limit = (r.get("limit") or {}).get("fraction_of_p50")
-        bound = r["p95_upper_ms"]
-        table.add_row(
-            batch, str(r["runs"]), f"{r['p50_ms']:.3f}",
-            f"{r['p95_ms']:.3f} ({'-' if bound is None else f'{bound:.3f}'})", f"{r['p99_ms']:.3f}",
-            f"{r['throughput_per_s']:,.0f}", f"{r['session_create_ms']:.1f}",
-            f"{r['first_inference_ms']:.2f}", f"{r['peak_rss_mb']:.0f}",
-            f"{r['cpu_seconds_per_inference'] * 1e3:.3f} ms", "-" if limit is None else f"{limit:.0%}",
-        )  # fmt: skip
-    out.print(table)
-    out.print(f"energy: {record['energy_source']}")
-    if comparison:
-        low, high = comparison["interval"]
-        interval = (
-            "no interval"
-            if low is None
-            else f"{comparison['confidence']:.0%} interval [{low:.3f}, {high:.3f}]"
-        )
-        out.print(
-            f"against {comparison['baseline']}: {comparison['speedup']:.3f}x ({interval}) over "
-            f"{comparison['rounds']} alternating rounds: {comparison['note']}"
-        )
 
 
 # --- registry and optimizers ------------------------------------------------------------------

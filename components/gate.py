@@ -13,7 +13,8 @@ from components.evidence import (
     gated_candidates,
     load_evidence,
 )
-from components.layout import RunLayout, read_json, write_json
+from components.layout import RunLayout, read_json
+from components.records import StepError, Verdict, VerdictEntry
 from components.spec import Spec
 from validation.goals import GoalResult, Outcome
 
@@ -28,7 +29,7 @@ def _worst(results: list[GoalResult]) -> Outcome:
     return Outcome.PASS
 
 
-def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
+def gate(spec: Spec, run_dir: Path) -> Verdict:
     """Judge every candidate against every goal and write ``verdict.json``.
 
     A candidate passes only if every goal passes. A candidate whose step failed, or whose
@@ -61,7 +62,9 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
             "speedup": ev.comparisons[batch]["speedup"] if batch in ev.comparisons else None,
         }
         if error.is_file():
-            entry.update(outcome=Outcome.FAIL.value, passed=False, error=read_json(error)["error"])
+            entry.update(
+                outcome=Outcome.FAIL.value, passed=False, error=StepError.read(error).error
+            )
         entries.append(entry)
 
     passing = [e for e in entries if e["passed"] and e["sha256"]]
@@ -70,20 +73,18 @@ def gate(spec: Spec, run_dir: Path) -> dict[str, Any]:
         reason = f"none of {len(entries)} candidates met every goal"
     else:
         reason = f"{len(passing)} of {len(entries)} candidates met every goal; {reason}"
-    search_error = (
-        read_json(run.step_error("search")) if run.step_error("search").is_file() else None
+    if run.step_error("search").is_file():
+        failed = StepError.read(run.step_error("search")).error
+        reason += f" (the search failed and added none: {failed})"
+    verdict = Verdict(
+        policy=spec.select,
+        selected=selected["name"] if selected else None,
+        reason=reason,
+        goals=spec.goals.model_dump(exclude_none=True),
+        champion=champion_version(run),
+        candidates=[VerdictEntry.model_validate(e) for e in entries],
     )
-    if search_error is not None:
-        reason += f" (the search failed and added none: {search_error['error']})"
-    verdict = {
-        "policy": spec.select,
-        "selected": selected["name"] if selected else None,
-        "reason": reason,
-        "goals": spec.goals.model_dump(exclude_none=True),
-        "champion": champion_version(run),
-        "candidates": entries,
-    }
-    write_json(run.verdict, verdict)
+    verdict.write(run.verdict)
     return verdict
 
 

@@ -4,9 +4,12 @@
 
     spec.json                       the validated spec, as the run saw it
     data/{train,calibration,test}.npz, data/dataset.json
-    baseline/model.onnx, model.pt, train.json, metrics.json, predictions.npz, benchmark.json
+    data/validation.json
+    baseline/model.onnx, model.pt, train.json, tune.journal, metrics.json, predictions.npz,
+             benchmark.json, cache.json
     candidates/<name>/model.onnx, optimize.json, metrics.json, predictions.npz, benchmark.json,
-                      comparison.json (interleaved against the baseline)
+                      comparison.json (interleaved against the baseline), cache.json,
+                      screen.json, screen-benchmark.json (search trials), error.json
     search/search.json, study.journal, error.json (a failed search)
     champion/champion.json, metrics.json, predictions.npz
     steps/<step>[.<item>].json      how each executed step ended (components.pipeline)
@@ -56,6 +59,39 @@ class ModelDir:
         """Why building or measuring this model failed (the gate fails it with the reason)."""
         return self.root / "error.json"
 
+    @property
+    def weights(self) -> Path:
+        """The trained PyTorch state_dict (the baseline of a torch-level model)."""
+        return self.root / "model.pt"
+
+    @property
+    def train_record(self) -> Path:
+        """How the model was trained (and tuned): epochs, losses, trials."""
+        return self.root / "train.json"
+
+    @property
+    def tune_journal(self) -> Path:
+        return self.root / "tune.journal"
+
+    @property
+    def optimize_record(self) -> Path:
+        """The recipe's steps as run: each optimizer's key, version, config and effect."""
+        return self.root / "optimize.json"
+
+    @property
+    def cache_record(self) -> Path:
+        """Which of this model's files and measurements came from the cache."""
+        return self.root / "cache.json"
+
+    @property
+    def screen(self) -> Path:
+        """A search trial's quick screen (size, accuracy, latency before the full build)."""
+        return self.root / "screen.json"
+
+    @property
+    def screen_benchmark(self) -> Path:
+        return self.root / "screen-benchmark.json"
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -104,6 +140,16 @@ class RunLayout:
     @property
     def search_result(self) -> Path:
         return self.search / "search.json"
+
+    @property
+    def search_journal(self) -> Path:
+        """The search's Optuna study (a JournalStorage file): a retried step resumes it."""
+        return self.search / "study.journal"
+
+    @property
+    def data_validation(self) -> Path:
+        """Every data check with its outcome (great-expectations and the split checks)."""
+        return self.data / "validation.json"
 
     @property
     def steps(self) -> Path:

@@ -45,7 +45,7 @@ def candidate(spec: Spec, run_dir: Path, name: str) -> dict[str, Any]:
     cand = find_candidate(spec, name)
     record = build_candidate(spec, run, cand)
     record["measurements"] = measure_candidate(spec, run, cand.name)
-    write_json(run.candidate(name).root / "cache.json", record)
+    write_json(run.candidate(name).cache_record, record)
     metrics: dict[str, Any] = read_json(run.candidate(name).metrics)
     return metrics
 
@@ -59,7 +59,7 @@ def build_candidate(spec: Spec, run: RunLayout, cand: Candidate) -> dict[str, An
     torch_recipe = any(s.build().stage is Stage.TORCH for s in cand.steps)
     parent = {"model.onnx": sha256_file(run.baseline.model)}
     if torch_recipe:
-        weights = run.baseline.root / "model.pt"
+        weights = run.baseline.weights
         parent["model.pt"] = sha256_file(weights) if weights.is_file() else "absent"
     inputs = candidate_inputs(spec, info["fingerprint"], parent, cand)
     record = {
@@ -127,11 +127,11 @@ def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) ->
     shutil.copyfile(current, out.model)
     shutil.rmtree(work)
     write_json(
-        out.root / "optimize.json",
+        out.optimize_record,
         {
             "recipe": [s.model_dump() for s in cand.steps],
             "steps": records,
             "seconds": time.perf_counter() - start,
         },
     )
-    return [out.model.name, "optimize.json"]
+    return [out.model.name, out.optimize_record.name]

@@ -33,11 +33,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from components.layout import RunLayout, read_json, write_json
+from components.layout import RunLayout
+from components.records import StepError, StepRecord
 
 if TYPE_CHECKING:
+    from components.records import Verdict
     from components.spec import Spec
 
 __all__ = [
@@ -111,8 +111,8 @@ def _candidate_names(spec: Spec, result: Any) -> list[str]:
     return [c.name for c in spec.candidate_names()]
 
 
-def _selected(spec: Spec, result: Any) -> str:
-    return str(result["selected"] or "")
+def _selected(spec: Spec, result: Verdict) -> str:
+    return result.selected or ""
 
 
 STEPS: tuple[Step, ...] = (
@@ -155,24 +155,6 @@ def step(name: str) -> Step:
         raise KeyError(f"unknown step {name!r}; steps: {', '.join(_BY_NAME)}") from None
 
 
-class StepRecord(BaseModel):
-    """How one execution of a step ended, written to ``steps/<step>[.<item>].json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    step: str
-    item: str | None = None
-    status: Literal["done", "skipped", "failed"]
-    started: str
-    seconds: float
-    reason: str | None = None  # why it was skipped, or the error of a recorded failure
-    value: Any = None  # what it hands on to later steps
-
-    @classmethod
-    def read(cls, path: Path) -> StepRecord:
-        return cls.model_validate(read_json(path))
-
-
 def run_step(
     name: str, spec: Spec, run_dir: Path, *, item: str | None = None, **inputs: Any
 ) -> tuple[StepRecord, Any]:
@@ -189,7 +171,7 @@ def run_step(
     def record(status: Literal["done", "skipped", "failed"], **fields: Any) -> StepRecord:
         rec = StepRecord(step=s.name, item=item, status=status, started=started,
                          seconds=round(time.perf_counter() - clock, 6), **fields)  # fmt: skip
-        write_json(s.record_path(run, item), rec.model_dump())
+        rec.write(s.record_path(run, item))
         return rec
 
     if s.when is not None and not s.when.test(spec):
@@ -205,8 +187,8 @@ def run_step(
         error = str(exc) or type(exc).__name__
         if s.on_failure is Failure.CONTINUE:
             # the evidence the gate reads: it fails this candidate with the reason
-            write_json(run.step_error(s.name, item), {"error": error, "type": type(exc).__name__,
-                                                      "traceback": traceback.format_exc()})  # fmt: skip
+            StepError(error=error, type=type(exc).__name__,
+                      traceback=traceback.format_exc()).write(run.step_error(s.name, item))  # fmt: skip
             return record("failed", reason=error), None
         record("failed", reason=error)
         raise

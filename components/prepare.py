@@ -95,7 +95,7 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
 
 
 def _stop_on_failure(report: DataReport, run: RunLayout, where: str) -> None:
-    write_json(run.data / "validation.json", report.to_dict())
+    write_json(run.data_validation, report.to_dict())
     failures = report.failures()
     if failures:
         docs = f", Data Docs {report.docs}" if report.docs else ""

@@ -8,9 +8,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from components.errors import PromotionRefused, Rejected
-from components.layout import RunLayout, read_json, write_json
+from components.layout import RunLayout, read_json
 from components.onnx_utils import sha256_file
+from components.records import Promotion, Verdict
 from components.registry import AliasConflict, Registry, open_registry
 from components.spec import Spec
 
@@ -27,11 +30,11 @@ def package_version() -> str:
 
 
 def _refuse(run: RunLayout, reason: str) -> PromotionRefused:
-    write_json(run.promotion, {"status": "refused", "reason": reason})
+    Promotion(status="refused", reason=reason).write(run.promotion)
     return PromotionRefused(f"not promoted: {reason}")
 
 
-def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> dict[str, Any]:
+def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> Promotion:
     """Publish the verdict's selected candidate as a new version, then move the alias to it.
 
     Refuses, writing nothing to the registry, unless ``verdict.json`` selects a candidate
@@ -48,27 +51,30 @@ def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> dict[str, A
     run = RunLayout(run_dir)
     if not run.verdict.is_file():
         raise _refuse(run, f"{run.verdict} not found; the gate step has not run")
-    verdict = read_json(run.verdict)
-    name = verdict.get("selected")
+    try:
+        verdict = Verdict.read(run.verdict)
+    except ValidationError as exc:
+        raise _refuse(run, f"{run.verdict} is not a verdict the gate wrote: {exc}") from None
+    name = verdict.selected
     if expect is not None and expect != (name or ""):
         raise _refuse(run, f"the gate selected {expect or 'no candidate'!r}, but {run.verdict} "
                            f"now selects {name or 'none'!r}")  # fmt: skip
     if not name:
-        reason = verdict.get("reason") or "the verdict selects no candidate"
-        write_json(run.promotion, {"status": "rejected", "reason": reason})
+        reason = verdict.reason or "the verdict selects no candidate"
+        Promotion(status="rejected", reason=reason).write(run.promotion)
         raise Rejected(f"rejected: {reason}; nothing was promoted")
-    entry = next((c for c in verdict.get("candidates", []) if c.get("name") == name), None)
+    entry = verdict.entry(name)
     if entry is None:
         raise _refuse(run, f"the verdict selects {name!r} but has no entry for it")
-    failed = [g["goal"] for g in entry.get("goals", []) if g.get("outcome") != "pass"]
-    if not entry.get("passed") or failed or not entry.get("goals"):
+    failed = [g.goal for g in entry.goals if g.outcome != "pass"]
+    if not entry.passed or failed or not entry.goals:
         raise _refuse(run, f"{name} did not pass every goal (not passed: {failed or 'all'})")
-    if verdict.get("goals") != spec.goals.model_dump(exclude_none=True):
+    if verdict.goals != spec.goals.model_dump(exclude_none=True):
         raise _refuse(
             run, "the verdict was reached on other goals than this spec's; re-run the gate"
         )
     cand = run.candidate(name)
-    if not cand.model.is_file() or sha256_file(cand.model) != entry.get("sha256"):
+    if not cand.model.is_file() or sha256_file(cand.model) != entry.sha256:
         raise _refuse(run, f"{cand.model} is missing or changed since the gate judged it")
 
     render_report(spec, run_dir)
@@ -76,16 +82,16 @@ def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> dict[str, A
     metrics = read_json(cand.metrics)
     bench = read_json(cand.benchmark)
     base_metrics = read_json(run.baseline.metrics)
-    optimize = read_json(cand.root / "optimize.json")
+    optimize = read_json(cand.optimize_record)
     card = {
         "model": spec.name,
         "created_at": datetime.now(UTC).isoformat(),
         "run_id": run.run_id,
         "candidate": name,
         "verdict": {
-            "outcome": entry["outcome"],
-            "goals": entry["goals"],
-            "policy": verdict["policy"],
+            "outcome": entry.outcome,
+            "goals": [g.model_dump(mode="json") for g in entry.goals],
+            "policy": verdict.policy,
         },
         "metrics": {k: v for k, v in metrics.items() if k != "per_class_accuracy"},
         "baseline_metrics": {k: v for k, v in base_metrics.items() if k != "per_class_accuracy"},
@@ -112,17 +118,17 @@ def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> dict[str, A
         run_id=run.run_id,
     )
     pointer = _move(registry, spec.name, published.version, run.run_id)
-    result = {
-        "status": "promoted",
-        "model": spec.name,
-        "version": published.version,
-        "created": published.created,
-        "alias": ALIAS,
-        "previous": pointer.get("previous"),
-        "registry": registry.describe(),
-        "candidate": name,
-    }
-    write_json(run.promotion, result)
+    result = Promotion(
+        status="promoted",
+        model=spec.name,
+        version=published.version,
+        created=published.created,
+        alias=ALIAS,
+        previous=pointer.get("previous"),
+        registry=registry.describe(),
+        candidate=name,
+    )
+    result.write(run.promotion)
     return result
 
 

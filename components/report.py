@@ -98,7 +98,7 @@ def _reused(run: RunLayout, names: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"models": [], "measurements": []}
     for name in names:
         mdir = run.baseline if name == "baseline" else run.candidate(name)
-        record = _maybe(mdir.root / "cache.json") or {}
+        record = _maybe(mdir.cache_record) or {}
         if (record.get("model") or {}).get("hit"):
             out["models"].append(name)
         if (record.get("measurements") or {}).get("hit"):

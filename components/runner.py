@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.errors import EXIT_OK, EXIT_REJECTED, InputError, Rejected, SlimgateError
-from components.layout import RunLayout, read_json, write_json
+from components.layout import RunLayout, write_json
 from components.pipeline import STEPS, Step, run_step
+from components.records import Promotion
 from components.spec import Spec
 
 __all__ = ["RunResult", "StepEvent", "new_run_id", "run"]
@@ -86,7 +87,7 @@ def run(
                 continue
             for item in values[s.fan_out] if s.fan_out is not None else [None]:
                 execute(s, item)
-        version = read_json(layout.promotion)["version"]
+        version = Promotion.read(layout.promotion).version
         return RunResult(layout.run_id, run_dir, "promoted", EXIT_OK, version)
     except Rejected:
         return RunResult(layout.run_id, run_dir, "rejected", EXIT_REJECTED)

@@ -64,7 +64,7 @@ def search(spec: Spec, run_dir: Path) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=spec.name,
-        storage=JournalStorage(JournalFileBackend(str(root / "study.journal"))),
+        storage=JournalStorage(JournalFileBackend(str(run.search_journal))),
         directions=DIRECTIONS,
         sampler=sampler(cfg.sampler, cfg.seed, cfg.trials),
         load_if_exists=True,
@@ -188,15 +188,15 @@ class _Objective:
                                    for g in self.spec.goals.active()})  # fmt: skip
                 blocked = [f"{goal}: {reason}" for goal, (reason, _) in misses.items()]
                 trial.set_user_attr("blocked_by", blocked)
-                write_json(self.run.candidate(cand.name).root / "cache.json", record)
+                write_json(self.run.candidate(cand.name).cache_record, record)
                 _logger.info("%s: screened out: %s", where, "; ".join(blocked))
                 return values
             if cheap != cand:  # promising: now the real thing
-                screened = read_json(self.run.candidate(cand.name).root / "screen.json")
+                screened = read_json(self.run.candidate(cand.name).screen)
                 record = build_candidate(self.spec, self.run, cand)
-                write_json(self.run.candidate(cand.name).root / "screen.json", screened)
+                write_json(self.run.candidate(cand.name).screen, screened)
         record["measurements"] = measure_candidate(self.spec, self.run, cand.name)
-        write_json(self.run.candidate(cand.name).root / "cache.json", record)
+        write_json(self.run.candidate(cand.name).cache_record, record)
         evidence = load_evidence(self.run.candidate(cand.name))
         results = self.spec.goals.check(evidence, self.base, self.champion)
         trial.set_user_attr("stage", "full")
@@ -260,9 +260,7 @@ class _Objective:
         quick = spec.benchmark.model_copy(update={"warmup": 5, "min_runs": screen.min_runs,
                                                   "min_seconds": 0.05, "max_seconds": 2.0})  # fmt: skip
         target = spec.target.model_copy(update={"batch_sizes": (batch,)})
-        result = benchmark(
-            out.model, run.split("test"), out.root / "screen-benchmark.json", target, quick
-        )
+        result = benchmark(out.model, run.split("test"), out.screen_benchmark, target, quick)
         samples = np.asarray(result["batches"][str(batch)]["samples_ms"])
         p50 = float(np.median(samples))
         slack = 1 + screen.margin
@@ -284,7 +282,7 @@ class _Objective:
                     f"below {spec.goals.speedup.min}x / {slack:g}",
                     _gap(speedup, spec.goals.speedup.min, ">="),
                 )
-        write_json(out.root / "screen.json", {"size_bytes": size, "accuracy": accuracy,
+        write_json(out.screen, {"size_bytes": size, "accuracy": accuracy,
                                               "rows": len(idx), "p50_ms": p50,
                                               "misses": {g: r for g, (r, _) in misses.items()}})  # fmt: skip
         return (p50, size, accuracy), misses

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from components.layout import RunLayout
-from components.pipeline import StepRecord, run_step, step
+from components.pipeline import run_step, step
+from components.records import StepRecord
 from components.spec import Spec
 
 __all__ = ["OUTPUTS", "execute"]
@@ -43,7 +44,7 @@ def _metrics(name: str, result: Any) -> dict[str, Any]:
         summary = {k: result.get(k) for k in ("screened_out", "failed", "stopped_by", "seconds")}
         return {**summary, "trials": len(result["trials"]), "front": result.get("front", [])}
     if name == "gate":
-        return {c["name"]: c["outcome"] for c in result["candidates"]}
+        return {c.name: c.outcome for c in result.candidates}
     return {k: v for k, v in result.items() if isinstance(v, int | float)}
 
 
@@ -57,7 +58,7 @@ OUTPUTS: dict[str, Callable[[RunLayout, StepRecord, Any], Writer | None]] = {
     ) if rec.status == "done" else None,
     "metrics": lambda run, rec, result: _text(json.dumps(_metrics(rec.step, result))),
     "selected": lambda run, rec, result: _text(str(rec.value or "")),
-    "promotion": lambda run, rec, result: _text(json.dumps(result)),
+    "promotion": lambda run, rec, result: _text(result.model_dump_json(exclude_unset=True)),
     "html": lambda run, rec, result: _copy(run.report_html),
     "value": lambda run, rec, result: _text(json.dumps(rec.value)),  # any step: Airflow's XCom
 }  # fmt: skip

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from components.layout import ModelDir
 from components.space import grid_values, sampler, suggest
 from components.spec import BuiltinModel, FactoryModel, Spec, Training
 
@@ -65,7 +66,7 @@ def tune_training(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=f"{spec.name}-training",
-        storage=JournalStorage(JournalFileBackend(str(root / "tune.journal"))),
+        storage=JournalStorage(JournalFileBackend(str(ModelDir(root).tune_journal))),
         direction="maximize",
         sampler=sampler(tune.sampler, tune.seed, tune.trials),
         load_if_exists=True,

@@ -156,16 +156,17 @@ def _release(production: Asset) -> Any:
         """The run's outcome, and the asset event serving DAGs wait for. Airflow judges a run by
         its last tasks, and ``report`` always succeeds; this one runs only after ``promote``
         succeeded, so a rejected release fails the run instead of looking green."""
-        from components.layout import RunLayout, read_json
+        from components.layout import RunLayout
+        from components.records import Promotion
 
         ctx = get_current_context()
         params = ctx["params"]
-        result = read_json(RunLayout(Path(_run_dir(params["runs_dir"], ctx["run_id"]))).promotion)
-        ctx["outlet_events"][production].extra = {
-            key: result.get(key)
-            for key in ("version", "created", "candidate", "registry", "previous")
-        }
-        return f"{result['model']} version {result['version']} is production"
+        run = RunLayout(Path(_run_dir(params["runs_dir"], ctx["run_id"])))
+        result = Promotion.read(run.promotion)
+        ctx["outlet_events"][production].extra = result.model_dump(
+            include={"version", "created", "candidate", "registry", "previous"}
+        )
+        return f"{result.model} version {result.version} is production"
 
     return release
 

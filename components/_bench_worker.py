@@ -53,11 +53,20 @@ def _peak_rss_mb() -> float:
 def _inputs(sess: Any, batch: int, data: str | None, seed: int) -> dict[str, np.ndarray]:
     inputs = sess.get_inputs()
     if data is not None:
-        with np.load(data, allow_pickle=False) as arrays:
-            x = arrays["x"]
-        rows = np.tile(x, (-(-batch // len(x)), 1))[:batch]
-        # token ids stay integers
-        return {inputs[0].name: np.ascontiguousarray(rows, dtype=_DTYPES.get(inputs[0].type))}
+        from optimizers.tensors import feeds, n_rows, subset
+
+        with np.load(data, allow_pickle=False) as arrays:  # a split: x, or input.<name>
+            x: Any = (
+                arrays["x"]
+                if "x" in arrays.files
+                else {
+                    k.removeprefix("input."): arrays[k]
+                    for k in arrays.files
+                    if k.startswith("input.")
+                }
+            )
+        # the split's rows, repeated to fill the batch; token ids stay integers
+        return feeds(inputs, subset(x, np.arange(batch) % n_rows(x)), data)
     rng = np.random.default_rng(seed)
     feed = {}
     for inp in inputs:

@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from components.benchmark import benchmark
 from components.cache import baseline_inputs, measurement_inputs, open_cache, reuse_or_make
 from components.data import load_split
@@ -17,12 +19,13 @@ from components.onnx_utils import check_model
 from components.spec import BuiltinModel, FactoryModel, Spec
 from components.stores import sha256_file
 from components.tuning import build_untrained, tune_training
+from optimizers.tensors import Features, take
 from optimizers.torch_utils import export_onnx, train_classifier
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["baseline", "dataset_info", "load_baseline_module"]
+__all__ = ["baseline", "data_sample", "dataset_info", "load_baseline_module"]
 
 
 def dataset_info(run: RunLayout) -> dict[str, Any]:
@@ -30,6 +33,12 @@ def dataset_info(run: RunLayout) -> dict[str, Any]:
         raise DataError(f"{run.dataset}: not found; run the prepare_data step first")
     info: dict[str, Any] = read_json(run.dataset)
     return info
+
+
+def data_sample(run: RunLayout, rows: int = 2) -> Features:
+    """The first rows of the test split, in the model's input shape: what models are checked on."""
+    x, _ = load_split(run.split("test"))
+    return x[:rows] if isinstance(x, np.ndarray) else take(x, slice(0, rows))
 
 
 def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
@@ -47,10 +56,12 @@ def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "model": reuse_or_make(cache, "baseline", baseline_inputs(spec, info["fingerprint"]),
                                out.root, lambda: _make(spec, run, info), run_id=run.run_id),
     }  # fmt: skip
-    check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
+    check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
+                spec.scored_output)  # fmt: skip
 
     def measure() -> list[str]:
-        evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads)
+        evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,
+                 output=spec.scored_output)  # fmt: skip
         benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
         return [out.metrics.name, out.predictions.name, out.benchmark.name]
 
@@ -68,7 +79,7 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
     """Train (or load) and export the baseline into ``baseline/``; returns the files written."""
     import torch
 
-    n_features, n_classes = info["n_features"], len(info["classes"])
+    n_classes = len(info["classes"])
     out = run.baseline
     source = spec.model
     record: dict[str, Any] = {"source": source.model_dump(), "trained": False}
@@ -92,7 +103,7 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
         module.eval()
         torch.save(module.state_dict(), out.weights)
         files.append(out.weights.name)
-        export_onnx(module, n_features, out.model, input_dtype=info.get("input_dtype", "float32"))
+        export_onnx(module, x[:1] if isinstance(x, np.ndarray) else take(x, slice(0, 1)), out.model)
     else:
         src = spec.resolve(source.onnx)
         if not src.is_file():

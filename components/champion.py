@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from components.baseline import dataset_info
+from components.baseline import data_sample, dataset_info
 from components.errors import SlimgateError
 from components.evaluate import evaluate
 from components.layout import RunLayout, write_json
@@ -41,10 +41,10 @@ def champion(spec: Spec, run_dir: Path) -> dict[str, Any]:
         registry.download(spec.name, pointer["version"], out.root / "version")
         shutil.copyfile(out.root / "version" / "model.onnx", out.model)
         info = dataset_info(run)
-        check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
-        record["metrics"] = evaluate(
-            out.model, run.split("test"), out.root, threads=spec.target.threads
-        )
+        check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
+                    spec.scored_output)  # fmt: skip
+        record["metrics"] = evaluate(out.model, run.split("test"), out.root,
+                                     threads=spec.target.threads, output=spec.scored_output)  # fmt: skip
     except SlimgateError as exc:
         # The champion exists but cannot be scored on today's data: champion goals fail closed.
         record["error"] = str(exc)

@@ -1,8 +1,10 @@
 """Loading, checking, splitting and fingerprinting the run's dataset.
 
-Every dataset becomes a table: a float32 feature matrix (one row per example) and int64 class
-indices. Models that want another shape (the digits CNN wants 8x8 images) reshape inside the
-model, so the exported ONNX file takes the same rows that the data has.
+Every dataset becomes a :class:`Table`: the model's inputs, rows first, and int64 class indices.
+A tabular dataset (CSV, Parquet, or an NPZ with a 2-D ``x``) is one float32 feature matrix (int64
+for token ids); models that want another shape may reshape inside (the digits CNN does). A tensor
+dataset (an NPZ, or a folder of them, with one array per model input name: images
+[N, C, H, W], token ids and masks) keeps every array as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from components.errors import DataError
 from components.spec import BuiltinData, FileData, Spec, Split
+from optimizers.tensors import Features, take
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,8 +30,10 @@ __all__ = [
     "builtin_labels",
     "fingerprint",
     "finite_check",
+    "is_tensor_npz",
     "load_frame",
     "load_split",
+    "load_tensors",
     "save_split",
     "split",
     "to_table",
@@ -39,13 +44,32 @@ SPLITS = ("train", "calibration", "test")
 
 @dataclass(frozen=True)
 class Table:
-    x: np.ndarray
+    """The model's inputs (one array, or one per input name) and int64 class indices."""
+
+    inputs: Features
     y: np.ndarray
-    feature_names: tuple[str, ...]
+    feature_names: tuple[str, ...]  # a tabular input's columns; () for tensor data
     classes: tuple[str, ...]
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def tabular(self) -> bool:
+        return isinstance(self.inputs, np.ndarray)
+
+    @property
+    def x(self) -> np.ndarray:
+        """The feature matrix of tabular data (tensor data has no single matrix)."""
+        if not isinstance(self.inputs, np.ndarray):
+            raise DataError(f"this step needs tabular data (one feature matrix); the data has "
+                            f"tensor inputs {sorted(self.inputs)}")  # fmt: skip
+        return self.inputs
+
+    def rows(self) -> np.ndarray:
+        """Every input of each row flattened into one row of float64 (for overlap checks)."""
+        arrays = [self.inputs] if isinstance(self.inputs, np.ndarray) else self.inputs.values()
+        return np.concatenate([a.reshape(len(a), -1).astype(np.float64) for a in arrays], axis=1)
 
 
 def load_frame(spec: Spec) -> tuple[pd.DataFrame, str, str]:
@@ -186,29 +210,92 @@ def split(table: Table, params: Split) -> dict[str, Table]:
     else:
         parts |= {"train": rest, "calibration": rest[:0]}
     return {
-        name: Table(table.x[ix], table.y[ix], table.feature_names, table.classes)
+        name: Table(_take(table.inputs, ix), table.y[ix], table.feature_names, table.classes)
         for name, ix in parts.items()
     }
+
+
+def _take(inputs: Features, index: np.ndarray) -> Features:
+    return inputs[index] if isinstance(inputs, np.ndarray) else take(inputs, index)
 
 
 def fingerprint(table: Table, params: Split) -> str:
     """sha256 over the data's bytes, shapes, names and the split parameters."""
     h = hashlib.sha256()
-    for arr in (table.x, table.y):
+    inputs = (
+        table.inputs if isinstance(table.inputs, np.ndarray) else dict(sorted(table.inputs.items()))
+    )
+    arrays = [inputs] if isinstance(inputs, np.ndarray) else [*inputs.values()]
+    for arr in (*arrays, table.y):
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(np.ascontiguousarray(arr).tobytes())
-    meta = {"features": table.feature_names, "classes": table.classes, "split": params.model_dump()}
+    meta = {"features": table.feature_names, "classes": table.classes, "split": params.model_dump(),
+            "inputs": None if isinstance(inputs, np.ndarray) else list(inputs)}  # fmt: skip
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 
 
 def save_split(path: Path, table: Table) -> None:
-    np.savez(path, x=table.x, y=table.y)
+    """Tabular data as ``x``; tensor data as ``input.<name>``; labels as ``y``."""
+    if isinstance(table.inputs, np.ndarray):
+        np.savez(path, x=table.inputs, y=table.y)
+    else:
+        arrays: dict[str, Any] = {f"input.{k}": v for k, v in table.inputs.items()}
+        np.savez(path, y=table.y, **arrays)
 
 
-def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The (x, y) arrays of one split written by the prepare_data step."""
+def load_split(path: Path) -> tuple[Features, np.ndarray]:
+    """The inputs and labels of one split written by the prepare_data step: a feature matrix
+    for tabular data, ``{input name: array}`` for tensor data."""
     if not path.is_file():
         raise DataError(f"{path}: split not found; run the prepare_data step first")
     with np.load(path, allow_pickle=False) as arrays:
-        return arrays["x"], arrays["y"]
+        if "x" in arrays.files:
+            return arrays["x"], arrays["y"]
+        inputs = {
+            k.removeprefix("input."): arrays[k] for k in arrays.files if k.startswith("input.")
+        }
+        return inputs, arrays["y"]
+
+
+def is_tensor_npz(path: Path) -> bool:
+    """An NPZ (or a folder of them) whose arrays are the model's inputs, not a 2-D ``x``."""
+    files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    if not files or not files[0].is_file():
+        return path.is_dir()
+    with np.load(files[0], allow_pickle=False) as arrays:
+        return not ("x" in arrays.files and arrays["x"].ndim == 2)
+
+
+def load_tensors(path: Path, label: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One array per model input, and the labels (``data.label``), from an NPZ or a folder of
+    them (concatenated in file-name order). Structural problems only: every array needs one
+    row per label, and every file the same arrays."""
+    files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"data.path: {path} is a folder with no .npz file")
+    parts: list[dict[str, np.ndarray]] = []
+    for f in files:
+        try:
+            with np.load(f, allow_pickle=False) as arrays:
+                parts.append({k: arrays[k] for k in arrays.files})
+        except (OSError, ValueError) as exc:
+            raise DataError(f"data.path: cannot read {f} as npz: {exc}") from exc
+        if set(parts[-1]) != set(parts[0]):
+            raise DataError(f"{f}: holds arrays {sorted(parts[-1])}; {files[0].name} holds "
+                            f"{sorted(parts[0])}: every file needs the same arrays")  # fmt: skip
+    where = str(files[0] if len(files) == 1 else path)
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if label not in arrays:
+        raise DataError(f"{where}: no array {label!r} of labels (data.label); arrays are "
+                        f"{sorted(arrays)}")  # fmt: skip
+    y = arrays.pop(label)
+    if not arrays:
+        raise DataError(f"{where}: no input arrays besides the labels {label!r}")
+    if y.ndim != 1:
+        raise DataError(f"{where}: labels {label!r} must be 1-D (one per row), got {list(y.shape)}")
+    for name, a in arrays.items():
+        if a.ndim == 0 or a.shape[0] != y.shape[0]:
+            raise DataError(f"{where}: input {name!r} has shape {list(a.shape)}; expected one row "
+                            f"per label ({y.shape[0]} rows first)")  # fmt: skip
+    return arrays, y

@@ -23,15 +23,17 @@ def evaluate(
     *,
     threads: int = 2,
     reference: Path | None = None,
+    output: str | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the split in ``data`` with ONNX Runtime.
 
     Writes ``predictions.npz`` (labels, predictions, logits) and ``metrics.json`` to
     ``out_dir``. With ``reference`` (another model's ``predictions.npz`` on the same split),
-    also records top-1 agreement with it.
+    also records top-1 agreement with it. ``output`` names the scored output (default: the
+    model's first).
     """
     x, y = load_split(data)
-    logits = infer(session(model, threads), x)
+    logits = infer(session(model, threads), x, output=output, where=str(model))
     if logits.ndim != 2 or logits.shape[0] != len(y):
         raise ModelError(
             f"{model}: expected one row of class scores per example, got {logits.shape}"

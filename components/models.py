@@ -14,6 +14,7 @@ import numpy as np
 from components.errors import ModelError
 from components.spec import BuiltinModel, FactoryModel, Spec
 from optimizers import torch_utils
+from optimizers.tensors import Features
 
 if TYPE_CHECKING:
     import torch
@@ -21,8 +22,13 @@ if TYPE_CHECKING:
 __all__ = ["build_builtin", "load_factory"]
 
 
-def build_builtin(source: BuiltinModel, x_train: np.ndarray, n_classes: int) -> torch.nn.Module:
+def build_builtin(source: BuiltinModel, x_train: Features, n_classes: int) -> torch.nn.Module:
     """A fresh, untrained built-in model of the spec's ``model`` section."""
+    if not isinstance(x_train, np.ndarray):
+        raise ModelError(
+            f"model.builtin={source.builtin} takes tabular data (one feature matrix); the data "
+            f"has tensor inputs {sorted(x_train)}: use model.factory or model.onnx"
+        )
     return torch_utils.build_builtin(source.builtin, source.width, x_train, n_classes)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
-
 from components.errors import ModelError
-from optimizers.onnx_utils import session
+from optimizers.onnx_utils import infer, session
+from optimizers.tensors import Features, n_rows, take
 
 __all__ = ["check_model", "sha256_file"]
 
@@ -23,32 +22,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_model(path: Path, n_features: int, n_classes: int, threads: int = 1) -> None:
-    """Fail with a clear message unless the model maps (batch, n_features) rows to class scores."""
+def check_model(
+    path: Path, sample: Features, n_classes: int, threads: int = 1, output: str | None = None
+) -> None:
+    """Fail with a clear message unless the model takes the data's inputs (``sample``: a few
+    rows of them) and its scored ``output`` (default: the first) gives one row of class scores
+    per example."""
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     sess = session(path, threads)
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    if len(inputs) != 1 or len(outputs) < 1:
-        raise ModelError(
-            f"{path}: expected one input and one output, got inputs "
-            f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}"
-        )
-    shape = inputs[0].shape
-    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_features):
-        raise ModelError(
-            f"{path}: input {inputs[0].name!r} has shape {shape}; the data has rows of "
-            f"{n_features} features, so expected [batch, {n_features}]"
-        )
+    rows = take(sample, slice(0, 2))
     try:
-        dtype = np.int64 if inputs[0].type == "tensor(int64)" else np.float32
-        out = sess.run(None, {inputs[0].name: np.zeros((2, n_features), dtype)})[0]
+        out = infer(sess, rows, output=output, where=str(path))
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(
-            f"{path}: a batch of 2 rows of {n_features} features fails: {exc}"
+            f"{path}: a batch of {n_rows(rows)} rows of the data fails: {exc}"
         ) from exc
-    if out.shape != (2, n_classes):
+    scored = output or sess.get_outputs()[0].name
+    if out.shape != (n_rows(rows), n_classes):
         raise ModelError(
-            f"{path}: output {outputs[0].name!r} has shape {list(out.shape[1:])} per row; "
+            f"{path}: output {scored!r} has shape {list(out.shape[1:])} per row; "
             f"the data has {n_classes} classes, so expected [{n_classes}]"
+            + ("" if output else "; name the scored output with model.output")
         )

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from components.baseline import dataset_info, load_baseline_module
+from components.baseline import data_sample, dataset_info, load_baseline_module
 from components.benchmark import benchmark
 from components.cache import candidate_inputs, measurement_inputs, open_cache, reuse_or_make
 from components.compare import compare
@@ -66,7 +66,8 @@ def build_candidate(spec: Spec, run: RunLayout, cand: Candidate) -> dict[str, An
         "model": reuse_or_make(open_cache(spec, run.root), "candidate", inputs, out.root,
                                lambda: _build(spec, run, cand, info), run_id=run.run_id),
     }  # fmt: skip
-    check_model(out.model, info["n_features"], len(info["classes"]), spec.target.threads)
+    check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
+                spec.scored_output)  # fmt: skip
     return record
 
 
@@ -76,7 +77,7 @@ def measure_candidate(spec: Spec, run: RunLayout, name: str) -> dict[str, Any]:
 
     def measure() -> list[str]:
         evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,
-                 reference=run.baseline.predictions)  # fmt: skip
+                 reference=run.baseline.predictions, output=spec.scored_output)  # fmt: skip
         benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
         compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
                 target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip
@@ -117,8 +118,7 @@ def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) ->
             module, rec = opt.run(module, ctx)
             records.append(rec.to_dict())
         current = work / "exported.onnx"
-        export_onnx(module, info["n_features"], current,
-                    input_dtype=info.get("input_dtype", "float32"))  # fmt: skip
+        export_onnx(module, data_sample(run, 1), current)
     onnx_steps = [o for o in optimizers if isinstance(o, OnnxOptimizer)]
     for i, onnx_opt in enumerate(onnx_steps):
         nxt = work / f"step{i}-{onnx_opt.key}.onnx"

@@ -14,10 +14,13 @@ import numpy as np
 
 from components.data import (
     SPLITS,
+    Table,
     builtin_labels,
     fingerprint,
     finite_check,
+    is_tensor_npz,
     load_frame,
+    load_tensors,
     save_split,
     split,
     to_table,
@@ -25,7 +28,15 @@ from components.data import (
 from components.errors import DataError
 from components.layout import RunLayout, write_json
 from components.spec import BuiltinData, FileData, Spec
-from validation.data import CheckResult, DataReport, feature_profile, psi, run_suite, split_checks
+from validation.data import (
+    CheckResult,
+    DataReport,
+    feature_profile,
+    psi,
+    run_suite,
+    split_checks,
+    tensor_checks,
+)
 
 __all__ = ["prepare_data", "reference_profile"]
 
@@ -38,10 +49,70 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
     run = RunLayout(run_dir)
     write_json(run.spec, {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
     rules = spec.validation
-    frame, label, where = load_frame(spec)
     builtin = spec.data.builtin if isinstance(spec.data, BuiltinData) else None
     ranges = rules.ranges or BUILTIN_RANGES.get(builtin or "", {})
     labels = rules.labels or (builtin_labels(builtin) if builtin else None)
+    tensor_path = None
+    if isinstance(spec.data, FileData) and spec.data.format in (None, "npz"):
+        path = spec.resolve(spec.data.path)
+        npz = path.is_dir() or path.suffix == ".npz" or spec.data.format == "npz"
+        tensor_path = path if npz and is_tensor_npz(path) else None
+    if tensor_path is not None:
+        label = spec.data.label if isinstance(spec.data, FileData) else "label"
+        table, report, where = _tensor_table(spec, tensor_path, label, ranges, labels)
+    else:
+        table, report, where = _tabular_table(spec, ranges, labels, run)
+    _stop_on_failure(report, run, where)
+
+    parts = split(table, spec.split)
+    report.results += split_checks(
+        {name: (parts[name].x if table.tabular else parts[name].rows(), parts[name].y)
+         for name in SPLITS}, table.classes,
+        min_rows_per_split=rules.min_rows_per_split, min_rows_per_class=rules.min_rows_per_class,
+        max_class_ratio=rules.max_class_ratio, overlap=not rules.allow_train_test_overlap,
+    )  # fmt: skip
+    summary, names = _profiled(parts["train"])
+    profile = feature_profile(summary, names)
+    report.results.append(_drift(spec, summary, names))
+    _stop_on_failure(report, run, where)
+
+    run.data.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        save_split(run.split(name), parts[name])
+    n_classes = len(table.classes)
+    info = {
+        "source": spec.data.model_dump(),
+        "rows": len(table),
+        "n_features": int(table.x.shape[1]) if table.tabular else None,
+        "input_dtype": str(table.x.dtype) if table.tabular else None,  # float32, or int64 ids
+        # tensor data: each input's dtype and shape per row, as the model takes them
+        "inputs": None
+        if table.tabular
+        else {
+            name: {"dtype": str(a.dtype), "shape": list(a.shape[1:])}
+            for name, a in dict(table.inputs).items()
+        },
+        "feature_names": list(table.feature_names),
+        "classes": list(table.classes),
+        "split": spec.split.model_dump(),
+        "rows_per_split": {name: len(parts[name]) for name in SPLITS},
+        "class_counts": {
+            name: np.bincount(parts[name].y, minlength=n_classes).tolist() for name in SPLITS
+        },
+        "fingerprint": fingerprint(table, spec.split),
+        "validation": {"checks": len(report.results), "data_docs": str(report.docs)},
+        "profile": profile,
+    }
+    write_json(run.dataset, info)
+    return info
+
+
+def _tabular_table(
+    spec: Spec, ranges: dict[str, tuple[float, float]], labels: list[str] | None, run: RunLayout
+) -> tuple[Table, DataReport, str]:
+    """A table (CSV, Parquet, a 2-D npz, a built-in), checked by the great-expectations suite."""
+    rules = spec.validation
+    frame, label, where = load_frame(spec)
     try:
         report = run_suite(
             frame, label, ranges=ranges, labels=labels, min_rows=rules.min_rows,
@@ -56,42 +127,40 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "finite_values", not infinite, f"columns holding +-inf: {infinite}" if infinite
         else "no infinite values", "slimgate",
     ))  # fmt: skip
-    _stop_on_failure(report, run, where)
-
+    if not report.success:
+        return Table(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), (), ()), report, where
     tokens = isinstance(spec.data, FileData) and spec.data.features == "tokens"
-    table = to_table(frame, label, tokens=tokens)
-    parts = split(table, spec.split)
-    report.results += split_checks(
-        {name: (parts[name].x, parts[name].y) for name in SPLITS}, table.classes,
-        min_rows_per_split=rules.min_rows_per_split, min_rows_per_class=rules.min_rows_per_class,
-        max_class_ratio=rules.max_class_ratio, overlap=not rules.allow_train_test_overlap,
-    )  # fmt: skip
-    profile = feature_profile(parts["train"].x, table.feature_names)
-    report.results.append(_drift(spec, parts["train"].x, table.feature_names))
-    _stop_on_failure(report, run, where)
+    return to_table(frame, label, tokens=tokens), report, where
 
-    run.data.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        save_split(run.split(name), parts[name])
-    n_classes = len(table.classes)
-    info = {
-        "source": spec.data.model_dump(),
-        "rows": len(table),
-        "n_features": int(table.x.shape[1]),
-        "input_dtype": str(table.x.dtype),  # float32, or int64 for token ids
-        "feature_names": list(table.feature_names),
-        "classes": list(table.classes),
-        "split": spec.split.model_dump(),
-        "rows_per_split": {name: len(parts[name]) for name in SPLITS},
-        "class_counts": {
-            name: np.bincount(parts[name].y, minlength=n_classes).tolist() for name in SPLITS
-        },
-        "fingerprint": fingerprint(table, spec.split),
-        "validation": {"checks": len(report.results), "data_docs": str(report.docs)},
-        "profile": profile,
-    }
-    write_json(run.dataset, info)
-    return info
+
+def _tensor_table(
+    spec: Spec,
+    path: Path,
+    label: str,
+    ranges: dict[str, tuple[float, float]],
+    labels: list[str] | None,
+) -> tuple[Table, DataReport, str]:
+    """One array per model input (an npz or a folder of them), checked input by input."""
+    rules = spec.validation
+    if rules.expectations:
+        raise DataError(f"validation.expectations: great-expectations expectations apply to "
+                        f"table columns; {path} holds tensors (use validation.ranges per input)")  # fmt: skip
+    inputs, y = load_tensors(path, label)
+    report = tensor_checks(inputs, y, ranges=ranges, labels_allowed=labels,
+                           min_rows=rules.min_rows, duplicates=not rules.allow_duplicates)  # fmt: skip
+    classes, codes = np.unique(y.astype(str), return_inverse=True)
+    table = Table(inputs, codes.astype(np.int64), (), tuple(str(c) for c in classes))
+    return table, report, str(path)
+
+
+def _profiled(part: Table) -> tuple[np.ndarray, tuple[str, ...]]:
+    """What the profile and drift see: a table's columns; for tensor data, each row's mean of
+    each input (one summary per input, so a shifted input shows as drift)."""
+    if part.tabular:
+        return part.x, part.feature_names
+    inputs = dict(part.inputs)
+    means = [a.reshape(len(a), -1).astype(np.float64).mean(axis=1) for a in inputs.values()]
+    return np.stack(means, axis=1), tuple(f"{name}:row_mean" for name in inputs)
 
 
 def _stop_on_failure(report: DataReport, run: RunLayout, where: str) -> None:

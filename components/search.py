@@ -36,6 +36,7 @@ from components.optimize import build_candidate, measure_candidate
 from components.space import enqueued, grid_values, sampler, suggest
 from components.spec import Candidate, Search, SearchRecipe, Spec
 from optimizers.onnx_utils import infer, session
+from optimizers.tensors import subset
 from validation.goals import Evidence, GoalResult, Outcome
 
 if TYPE_CHECKING:
@@ -233,7 +234,9 @@ class _Objective:
         idx = np.sort(
             rng.choice(len(y), size=max(1, round(screen.test_fraction * len(y))), replace=False)
         )
-        correct = infer(session(out.model, spec.target.threads), x[idx]).argmax(1) == y[idx]
+        logits = infer(session(out.model, spec.target.threads), subset(x, idx),
+                       output=spec.scored_output, where=str(out.model))  # fmt: skip
+        correct = logits.argmax(1) == y[idx]
         base_correct = (
             self.base.predictions[idx] == y[idx] if self.base.predictions is not None else None
         )

@@ -67,9 +67,12 @@ class BuiltinModel(StrictModel):
 
 
 class OnnxModel(StrictModel):
-    """An already exported ONNX model; only ONNX-level optimizers can apply to it."""
+    """An already exported ONNX model, with any inputs; only ONNX-level optimizers apply to it.
+
+    ``output`` names the output that is scored (class scores); default: the first."""
 
     onnx: str
+    output: str | None = None
 
 
 class FactoryModel(StrictModel):
@@ -82,6 +85,9 @@ class FactoryModel(StrictModel):
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     weights: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    output: str | None = Field(
+        default=None, description="the scored output of a model returning several: output_<i>"
+    )
 
 
 def _source_kind(keys: tuple[str, ...]) -> Any:
@@ -117,9 +123,14 @@ class BuiltinData(StrictModel):
 
 
 class FileData(StrictModel):
-    """A table of feature columns and one label column. ``features: tokens``: every feature is
-    an integer token id (a fixed-length sequence, as a transformer encoder takes), and the model
-    input is int64; otherwise features are numeric and the input is float32."""
+    """A table of feature columns and one label column, or tensors in the model's shape.
+
+    CSV and Parquet files, and an npz with a 2-D array ``x``, are tables. ``features: tokens``:
+    every feature is an integer token id (a fixed-length sequence, as a transformer encoder
+    takes), and the model input is int64; otherwise features are numeric and the input is
+    float32. Any other npz (or a folder of npz files) holds one array per model input, named
+    as the model's inputs, rows first, of any rank and dtype (images [N, C, H, W], token ids
+    and masks), and the labels (``label``)."""
 
     path: str
     format: Literal["csv", "parquet", "npz"] | None = Field(
@@ -660,6 +671,11 @@ class Spec(StrictModel):
                 return goal.batch
         return self.target.batch_sizes[0]
 
+    @property
+    def scored_output(self) -> str | None:
+        """The model output that is scored (None: the first)."""
+        return getattr(self.model, "output", None)
+
     def missing_files(self) -> list[str]:
         """Files the spec names that do not exist, as ``field: path`` lines."""
         named = []
@@ -672,7 +688,8 @@ class Spec(StrictModel):
         return [
             f"{field}: file not found: {self.resolve(p)}"
             for field, p in named
-            if not self.resolve(p).is_file()
+            # data.path may be a folder of npz files
+            if not (self.resolve(p).exists() if field == "data.path" else self.resolve(p).is_file())
         ]
 
     def registry_uri(self) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from components.layout import ModelDir
 from components.space import grid_values, sampler, suggest
 from components.spec import BuiltinModel, FactoryModel, Spec, Training
+from optimizers.tensors import Features, subset, to_torch
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,7 @@ _logger = logging.getLogger(__name__)
 
 
 def build_untrained(
-    spec: Spec, x: np.ndarray, n_classes: int, width: float | None
+    spec: Spec, x: Features, n_classes: int, width: float | None
 ) -> torch.nn.Module:
     """A fresh model of the spec's source, at ``width`` (built-in models) if given."""
     from components.models import build_builtin, load_factory
@@ -45,7 +46,7 @@ def build_untrained(
 
 
 def tune_training(
-    spec: Spec, x: np.ndarray, y: np.ndarray, n_classes: int, root: Path
+    spec: Spec, x: Features, y: np.ndarray, n_classes: int, root: Path
 ) -> tuple[Training, float | None, dict[str, Any]]:
     """The best trial's training settings and width, and a record of the study."""
     import itertools
@@ -56,13 +57,14 @@ def tune_training(
     from optuna.storages.journal import JournalFileBackend
     from sklearn.model_selection import train_test_split
 
-    from optimizers.torch_utils import train_classifier
+    from optimizers.torch_utils import scores, train_classifier
 
     tune = spec.training.tune
     assert tune is not None
-    x_fit, x_val, y_fit, y_val = train_test_split(
-        x, y, test_size=tune.validation, random_state=tune.seed, stratify=y
+    fit, val = train_test_split(
+        np.arange(len(y)), test_size=tune.validation, random_state=tune.seed, stratify=y
     )
+    x_fit, x_val, y_fit, y_val = subset(x, fit), subset(x, val), y[fit], y[val]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=f"{spec.name}-training",
@@ -89,7 +91,7 @@ def tune_training(
         module = build_untrained(spec, x_fit, n_classes, params.get("width"))
         train_classifier(module, x_fit, y_fit, settings)
         with torch.no_grad():
-            predicted = module(torch.from_numpy(x_val)).argmax(1).numpy()
+            predicted = scores(module, *to_torch(x_val)).argmax(1).numpy()
         accuracy = float((predicted == y_val).mean())
         _logger.info("tuning trial %d/%d %s: validation accuracy %.4f",
                      trial.number + 1, budget, params, accuracy)  # fmt: skip

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from optimizers.tensors import Features
+
 __all__ = [
     "OnnxOptimizer",
     "OptimizeContext",
@@ -64,8 +66,8 @@ class OptimizeContext:
 
     workdir: Path
     seed: int = 0
-    train: tuple[np.ndarray, np.ndarray] | None = None
-    calibration: tuple[np.ndarray, np.ndarray] | None = None
+    train: tuple[Features, np.ndarray] | None = None  # inputs (one array, or one per name), labels
+    calibration: tuple[Features, np.ndarray] | None = None
     threads: int = 2
 
 

@@ -10,6 +10,8 @@ from pydantic import Field, model_validator
 
 from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
 from optimizers.registry import register
+from optimizers.tensors import to_torch
+from optimizers.torch_utils import scores
 
 if TYPE_CHECKING:
     import torch
@@ -76,20 +78,22 @@ class Distillation(TorchOptimizer[DistillationConfig]):
         if ctx.train is None:
             raise ValueError("distillation needs the training split")
         x_np, y_np = ctx.train
-        x, y = torch.as_tensor(x_np), torch.as_tensor(y_np)
+        xs, y = to_torch(x_np), torch.as_tensor(y_np)
+        n = len(y)
         teacher = model.eval()
         with torch.no_grad():
-            soft = teacher(x)
+            soft = scores(teacher, *xs)
         torch.manual_seed(ctx.seed)
         student = self._student(x_np, int(soft.shape[1]))
         with torch.no_grad():
-            if student(x[:2]).shape != soft[:2].shape:
+            shape = scores(student, *(t[:2] for t in xs)).shape
+            if shape != soft[:2].shape:
                 raise ValueError(
-                    f"the student's outputs have shape {list(student(x[:2]).shape[1:])}, "
+                    f"the student's outputs have shape {list(shape[1:])}, "
                     f"the teacher's {list(soft.shape[1:])}"
                 )
         gen = torch.Generator().manual_seed(ctx.seed)
-        steps = cfg.epochs * ((len(x) + cfg.batch_size - 1) // cfg.batch_size)
+        steps = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
         opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
         t = cfg.temperature
@@ -97,11 +101,11 @@ class Distillation(TorchOptimizer[DistillationConfig]):
         losses = []
         student.train()
         for _ in range(cfg.epochs):
-            perm = torch.randperm(len(x), generator=gen)
+            perm = torch.randperm(n, generator=gen)
             total = 0.0
-            for i in range(0, len(x), cfg.batch_size):
+            for i in range(0, n, cfg.batch_size):
                 idx = perm[i : i + cfg.batch_size]
-                out = student(x[idx])
+                out = scores(student, *(t[idx] for t in xs))
                 hard = functional.cross_entropy(out, y[idx])
                 distill = functional.kl_div(
                     functional.log_softmax(out / t, dim=1), functional.softmax(soft[idx] / t, dim=1),
@@ -113,10 +117,10 @@ class Distillation(TorchOptimizer[DistillationConfig]):
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
-            losses.append(total / len(x))
+            losses.append(total / n)
         student.eval()
         with torch.no_grad():
-            agreement = float((student(x).argmax(1) == soft.argmax(1)).float().mean())
+            agreement = float((scores(student, *xs).argmax(1) == soft.argmax(1)).float().mean())
         return student, {
             "student": cfg.builtin or cfg.factory,
             "width": cfg.width if cfg.builtin else None,

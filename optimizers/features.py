@@ -17,6 +17,7 @@ from pydantic import Field
 
 from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
 from optimizers.registry import register
+from optimizers.tensors import Features
 from optimizers.torch_utils import fine_tune
 
 if TYPE_CHECKING:
@@ -28,6 +29,12 @@ __all__ = ["FeatureSelection", "FeatureSelectionConfig", "PcaProjection", "PcaPr
 def _replace_first(model: torch.nn.Module, scaler: Any, layer: torch.nn.Module) -> None:
     """Put ``layer`` where the first Linear was (Sequential children are named "0", "1", ...)."""
     (scaler.get_submodule("net") if scaler is not None else model).register_module("0", layer)
+
+
+def _tabular(x: Features, key: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{key} selects table columns; the data has tensor inputs {sorted(x)}")
+    return x
 
 
 def _first_linear(model: torch.nn.Module, n_features: int) -> tuple[torch.nn.Linear, Any]:
@@ -95,7 +102,7 @@ class FeatureSelection(TorchOptimizer[FeatureSelectionConfig]):
         cfg = self.config
         if ctx.train is None:
             raise ValueError("feature selection needs the training split")
-        x, y = ctx.train
+        x, y = _tabular(ctx.train[0], self.key), ctx.train[1]
         n = x.shape[1]
         first, scaler = _first_linear(model, n)
         k = int(cfg.keep) if cfg.keep >= 1 else max(1, round(cfg.keep * n))
@@ -160,7 +167,7 @@ class PcaProjection(TorchOptimizer[PcaProjectionConfig]):
         cfg = self.config
         if ctx.train is None:
             raise ValueError("PCA needs the training split")
-        x = ctx.train[0].astype(np.float64)
+        x = _tabular(ctx.train[0], self.key).astype(np.float64)
         n = x.shape[1]
         first, scaler = _first_linear(model, n)
         mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6

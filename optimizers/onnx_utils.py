@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from components.errors import ModelError
+from optimizers.tensors import Inputs, feeds, n_rows, take
 
 __all__ = ["infer", "onnx_stats", "session"]
 
@@ -41,8 +42,22 @@ def session(path: Path, threads: int) -> Any:
         raise ModelError(f"{path}: ONNX Runtime cannot load this model: {exc}") from exc
 
 
-def infer(sess: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Run ``x`` through a single-input, single-output session in batches; return the outputs."""
-    name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+def infer(
+    sess: Any,
+    x: np.ndarray | Inputs,
+    batch: int = 256,
+    *,
+    output: str | None = None,
+    where: str = "the model",
+) -> np.ndarray:
+    """Run ``x`` (one array per input, or one array for a one-input model) through a session in
+    batches of rows; return the ``output`` named (default: the first) for every row."""
+    names = [o.name for o in sess.get_outputs()]
+    if output is not None and output not in names:
+        raise ModelError(f"{where}: model.output {output!r} is not an output; outputs: {names}")
+    index = names.index(output) if output is not None else 0
+    fed = feeds(sess.get_inputs(), x, where)
+    rows = n_rows(fed)
+    outs = [sess.run([names[index]], take(fed, slice(i, i + batch)))[0]
+            for i in range(0, rows, batch)]  # fmt: skip
     return np.concatenate(outs, axis=0)

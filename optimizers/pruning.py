@@ -8,6 +8,7 @@ from pydantic import Field
 
 from optimizers.base import OptimizeContext, OptimizerConfig, TorchOptimizer
 from optimizers.registry import register
+from optimizers.tensors import subset, to_torch
 from optimizers.torch_utils import fine_tune, weight_layers
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class StructuredPruning(TorchOptimizer[StructuredPruningConfig]):
         if ctx.train is None:
             raise ValueError("structured pruning needs the training split to fine-tune")
         torch.manual_seed(ctx.seed)
-        example = torch.as_tensor(ctx.train[0][:2])
+        example = to_torch(subset(ctx.train[0], slice(0, 2)))
         before = {name: _width(m) for name, m in weight_layers(model)}
         attention = _attention_layers(model)
         heads_before = [m.num_attention_heads for m in attention]

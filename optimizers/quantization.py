@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     import torch
 
 from optimizers.base import OnnxOptimizer, OptimizeContext, OptimizerConfig, TorchOptimizer
+from optimizers.onnx_utils import session
 from optimizers.registry import register
+from optimizers.tensors import feeds, n_rows, subset, take
 
 __all__ = [
     "DynamicInt8Quantization",
@@ -148,7 +150,6 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
     )
 
     def _apply(self, src: Path, dst: Path, ctx: OptimizeContext) -> dict[str, Any]:
-        import numpy as np
         import onnx
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -161,18 +162,18 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         cfg = self.config
-        if ctx.calibration is None or len(ctx.calibration[0]) < cfg.batch_size:
-            rows = 0 if ctx.calibration is None else len(ctx.calibration[0])
+        rows = 0 if ctx.calibration is None else n_rows(ctx.calibration[0])
+        if ctx.calibration is None or rows < cfg.batch_size:
             raise ValueError(
                 f"static quantization needs at least batch_size={cfg.batch_size} calibration "
                 f"rows; the calibration split has {rows} (raise split.calibration)"
             )
-        x = ctx.calibration[0][: cfg.calibration_rows]
-        x = x[: len(x) - len(x) % cfg.batch_size]  # equal batches: histograms need one shape
-        name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+        x = subset(ctx.calibration[0], slice(0, cfg.calibration_rows))
+        n = n_rows(x) - n_rows(x) % cfg.batch_size  # equal batches: histograms need one shape
+        model_inputs = session(src, ctx.threads).get_inputs()
         batches = [
-            {name: np.ascontiguousarray(x[i : i + cfg.batch_size])}
-            for i in range(0, len(x), cfg.batch_size)
+            feeds(model_inputs, take(x, slice(i, i + cfg.batch_size)), str(src))
+            for i in range(0, n, cfg.batch_size)
         ]
 
         class Reader(CalibrationDataReader):  # type: ignore[misc]
@@ -214,7 +215,7 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
                 nodes_to_exclude=list(cfg.nodes_to_exclude),
             )
         after = Counter(node.op_type for node in onnx.load(str(dst)).graph.node)
-        return {"calibration_rows": len(x), "qdq_pairs": after["DequantizeLinear"],
+        return {"calibration_rows": n, "qdq_pairs": after["DequantizeLinear"],
                 "op_types_after": dict(sorted(after.items()))}  # fmt: skip
 
 

@@ -50,6 +50,8 @@ __all__ = [
     "ContractModel",
     "Measured",
     "OptimizerContract",
+    "image_cnn",
+    "image_task",
     "make_contract_model",
     "make_transformer_contract_model",
 ]
@@ -121,6 +123,33 @@ def token_task(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         x[row, where] = 1 + label * 4 + rng.integers(0, 4, size=3)
     x[:, 0] = VOCABULARY - 1  # a [CLS] token, whose final state is classified
     return x.astype(np.int64), y.astype(np.int64)
+
+
+def image_task(n: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Images [n, 3, size, size] whose class is where a bright square sits, in which channel."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, size=n)
+    x = rng.normal(0.0, 0.3, size=(n, 3, size, size)).astype(np.float32)
+    half = size // 2
+    for row, label in enumerate(y):
+        top, left = (label // 2) * half, (label % 2) * half
+        x[row, label % 3, top + 2 : top + half - 2, left + 2 : left + half - 2] += 1.5
+    return x, y.astype(np.int64)
+
+
+def image_cnn(n_classes: int = N_CLASSES, width: int = 16) -> Any:  # torch.nn.Module
+    """A small CNN over images [N, 3, 32, 32]: what a user's factory for an image model returns."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(2 * width, n_classes),
+    )  # fmt: skip
 
 
 def make_transformer_module(

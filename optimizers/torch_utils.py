@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from components.errors import ModelError
+from optimizers.tensors import Features, take, to_torch
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +36,7 @@ __all__ = [
     "export_onnx",
     "fine_tune",
     "module_stats",
+    "scores",
     "train_classifier",
     "weight_layers",
 ]
@@ -145,11 +147,14 @@ def _classes() -> dict[str, Any]:
     return {"digits_cnn": DigitsCNN, "tabular_mlp": TabularMLP}
 
 
-def build_builtin(name: str, width: float, x_train: np.ndarray, n_classes: int) -> torch.nn.Module:
+def build_builtin(name: str, width: float, x_train: Features, n_classes: int) -> torch.nn.Module:
     """A fresh, untrained built-in model (``digits_cnn`` or ``tabular_mlp``) at a width
     multiplier, for data with ``x_train``'s columns."""
     import torch
 
+    if not isinstance(x_train, np.ndarray):
+        raise ModelError(f"the built-in {name} takes tabular data (one feature matrix); the data "
+                         f"has tensor inputs {sorted(x_train)}")  # fmt: skip
     torch.manual_seed(0)
     n_features = x_train.shape[1]
     if name == "digits_cnn":
@@ -166,16 +171,25 @@ def build_builtin(name: str, width: float, x_train: np.ndarray, n_classes: int) 
     return model
 
 
+def scores(model: torch.nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """The model's class scores: its output, or the first of several (the one exported first)."""
+    out = model(*inputs)
+    return out[0] if isinstance(out, tuple | list) else out  # type: ignore[no-any-return]
+
+
 def train_classifier(
-    model: torch.nn.Module, x: np.ndarray, y: np.ndarray, training: TrainingSettings
+    model: torch.nn.Module, x: Features, y: np.ndarray, training: TrainingSettings
 ) -> dict[str, Any]:
-    """Train with AdamW and a one-cycle schedule on cross-entropy; deterministic for a seed."""
+    """Train with AdamW and a one-cycle schedule on cross-entropy; deterministic for a seed.
+
+    ``x`` is one array or one per input, passed to ``forward`` in order."""
     import torch
     from torch import nn
 
     torch.manual_seed(training.seed)
     gen = torch.Generator().manual_seed(training.seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xs, yt = to_torch(x), torch.from_numpy(y)
+    xt = xs[0]
     steps_per_epoch = (len(xt) + training.batch_size - 1) // training.batch_size
     opt = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -190,7 +204,7 @@ def train_classifier(
         for i in range(0, len(xt), training.batch_size):
             idx = perm[i : i + training.batch_size]
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss = nn.functional.cross_entropy(scores(model, *(t[idx] for t in xs)), yt[idx])
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
@@ -235,16 +249,31 @@ def module_stats(model: torch.nn.Module) -> dict[str, float]:
 
 
 def export_onnx(
-    model: torch.nn.Module, n_features: int, path: Path, *, input_dtype: str = "float32"
+    model: torch.nn.Module,
+    sample: int | Features,
+    path: Path,
+    *,
+    input_dtype: str = "float32",
 ) -> None:
-    """Export with a dynamic batch axis: input ``input`` (batch, features), output ``logits``.
+    """Export with a dynamic batch axis on every input and output.
 
-    ``input_dtype="int64"`` for models over token ids (a sequence of ``n_features`` tokens).
+    ``sample`` is a row or a few of the data (one array, or one per input name, as the model's
+    ``forward`` takes them in order), or, for a tabular model, its number of features (a zero
+    row of ``input_dtype``: ``int64`` for token ids). One array is exported as input
+    ``input``; named arrays keep their names. One output is ``logits``; a model returning
+    several gives ``output_0``, ``output_1``, ... (``model.output`` names the scored one).
     """
     import torch
 
     model.eval()
-    sample = torch.zeros(1, n_features, dtype=getattr(torch, input_dtype))
+    if isinstance(sample, int):
+        sample = np.zeros((1, sample), dtype=input_dtype)
+    arrays = {INPUT_NAME: sample} if isinstance(sample, np.ndarray) else dict(sample)
+    tensors = to_torch(take(arrays, slice(0, 1)))
+    with torch.no_grad():
+        produced = model(*tensors)
+    n_out = len(produced) if isinstance(produced, tuple | list) else 1
+    outputs = [OUTPUT_NAME] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose: it handles every model here with
@@ -253,11 +282,11 @@ def export_onnx(
         try:
             torch.onnx.export(
                 model,
-                (sample,),
+                tensors,
                 str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                input_names=list(arrays),
+                output_names=outputs,
+                dynamic_axes={name: {0: "batch"} for name in [*arrays, *outputs]},
                 opset_version=OPSET,
                 dynamo=False,
             )

@@ -26,6 +26,7 @@ __all__ = [
     "psi",
     "run_suite",
     "split_checks",
+    "tensor_checks",
 ]
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -43,9 +44,10 @@ class CheckResult:
     source: str  # "great_expectations" or "slimgate"
     column: str | None = None
     examples: list[Any] = field(default_factory=list)
+    target: str = "column"  # what `column` names: a table's column, or a model input
 
     def line(self) -> str:
-        where = f" column {self.column!r}" if self.column else ""
+        where = f" {self.target} {self.column!r}" if self.column else ""
         ex = f" (e.g. {', '.join(map(str, self.examples[:5]))})" if self.examples else ""
         return f"{self.check}{where}: {self.detail}{ex}"
 
@@ -324,3 +326,71 @@ def psi(reference: dict[str, Any], x: np.ndarray) -> dict[str, float]:
         e, a = np.clip(expected, 1e-4, None), np.clip(actual, 1e-4, None)
         out[name] = float(np.sum((a - e) * np.log(a / e)))
     return out
+
+
+def tensor_checks(
+    inputs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    ranges: dict[str, tuple[float, float]],
+    labels_allowed: list[str] | None,
+    min_rows: int,
+    duplicates: bool,
+) -> DataReport:
+    """The checks of a tensor dataset (one array per model input): what the table suite checks
+    of columns, per input. ``ranges`` maps an input name (or ``"*"``) to its allowed values.
+
+    Every failure is one line naming the input, what was seen and what was expected.
+    """
+    results = []
+    n = int(labels.shape[0])
+    results.append(CheckResult("min_rows", n >= min_rows,
+                               f"{n} rows, at least {min_rows} expected", "slimgate"))  # fmt: skip
+    for name, a in inputs.items():
+        per_row = list(a.shape[1:])
+        numeric = a.dtype.kind in "biuf"
+        results.append(CheckResult(
+            "numeric_dtype", numeric, f"dtype {a.dtype}, per row {per_row}"
+            + ("" if numeric else "; expected a numeric or boolean dtype"), "slimgate", name, target="input",
+        ))  # fmt: skip
+        if not numeric:
+            continue
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+            results.append(CheckResult(
+                "finite_values", not bad.any(),
+                f"{int(bad.sum())} of {n} rows hold NaN or +-inf" if bad.any() else "no NaN or inf",
+                "slimgate", name, [int(i) for i in np.flatnonzero(bad)[:5]], "input",
+            ))  # fmt: skip
+        bounds = ranges.get(name, ranges.get("*"))
+        if bounds is not None:
+            low, high = bounds
+            flat = a.reshape(n, -1)
+            with np.errstate(invalid="ignore"):
+                out = ((flat < low) | (flat > high)).any(axis=1)
+            seen = (f"values in [{np.nanmin(flat):.6g}, {np.nanmax(flat):.6g}]"
+                    if flat.size else "no values")  # fmt: skip
+            results.append(CheckResult(
+                "values_in_range", not out.any(),
+                f"{int(out.sum())} of {n} rows outside [{low:g}, {high:g}] ({seen})" if out.any()
+                else f"{seen} within [{low:g}, {high:g}]", "slimgate", name,
+                [int(i) for i in np.flatnonzero(out)[:5]], "input",
+            ))  # fmt: skip
+    if labels_allowed is not None:
+        unknown = sorted({str(v) for v in labels.tolist()} - set(labels_allowed))
+        results.append(CheckResult(
+            "label_set", not unknown, f"labels outside {labels_allowed}: {unknown[:5]}" if unknown
+            else "every label is known", "slimgate", "label",
+        ))  # fmt: skip
+    if duplicates:
+        rows = np.concatenate(
+            [a.reshape(n, -1).astype(np.float64) for a in inputs.values()], axis=1
+        )
+        _, first, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
+        dup = int((counts - 1).sum())
+        results.append(CheckResult(
+            "no_duplicate_rows", dup == 0,
+            f"{dup} rows repeat an earlier row (every input equal)" if dup else "no duplicate rows",
+            "slimgate", None, [int(i) for i in first[counts > 1][:5]],
+        ))  # fmt: skip
+    return DataReport(results)

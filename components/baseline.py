@@ -14,9 +14,9 @@ from components.data import load_split
 from components.errors import DataError, ModelError
 from components.evaluate import evaluate
 from components.layout import RunLayout, read_json, write_json
-from components.models import build_builtin, load_factory
+from components.models import build_builtin, load_factory, load_huggingface
 from components.onnx_utils import check_model
-from components.spec import BuiltinModel, FactoryModel, Spec
+from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, Spec
 from components.stores import sha256_file
 from components.tuning import build_untrained, tune_training
 from optimizers.tensors import Features, take
@@ -33,6 +33,15 @@ def dataset_info(run: RunLayout) -> dict[str, Any]:
         raise DataError(f"{run.dataset}: not found; run the prepare_data step first")
     info: dict[str, Any] = read_json(run.dataset)
     return info
+
+
+def _input_names(x: Features, source: HuggingFaceModel) -> list[str]:
+    if isinstance(x, np.ndarray):
+        raise ModelError(
+            f"model.huggingface={source.huggingface} takes named inputs (input_ids, "
+            "attention_mask, ...): give text with data.text and data.tokenizer, or an npz of them"
+        )
+    return list(x)
 
 
 def data_sample(run: RunLayout, rows: int = 2) -> Features:
@@ -84,11 +93,13 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
     source = spec.model
     record: dict[str, Any] = {"source": source.model_dump(), "trained": False}
     files = [out.model.name, out.train_record.name]
-    if isinstance(source, BuiltinModel | FactoryModel):
+    if isinstance(source, BuiltinModel | FactoryModel | HuggingFaceModel):
         x, y = load_split(run.split("train"))
         if isinstance(source, BuiltinModel):
             module = build_builtin(source, x, n_classes)
             loaded = False
+        elif isinstance(source, HuggingFaceModel):
+            module, loaded = load_huggingface(source, spec, _input_names(x, source)), True
         else:
             module, loaded = load_factory(source, spec)
         if not loaded:
@@ -122,7 +133,10 @@ def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
 
     source = spec.model
     weights = run.baseline.weights
-    if not isinstance(source, BuiltinModel | FactoryModel) or not weights.is_file():
+    if (
+        not isinstance(source, BuiltinModel | FactoryModel | HuggingFaceModel)
+        or not weights.is_file()
+    ):
         raise ModelError(
             "torch-level optimizers need the baseline as a PyTorch model; "
             f"{weights} is missing (model source: {next(iter(source.model_dump()))})"
@@ -133,6 +147,9 @@ def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
         trained = read_json(run.baseline.train_record)
         width = trained.get("width")  # tuning may have chosen another width
         module = build_untrained(spec, x, len(info["classes"]), width)
+    elif isinstance(source, HuggingFaceModel):
+        x, _ = load_split(run.split("test"))
+        module = load_huggingface(source, spec, _input_names(x, source))
     else:
         module, _ = load_factory(source.model_copy(update={"weights": None}), spec)
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

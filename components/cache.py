@@ -233,7 +233,7 @@ def open_cache(spec: Spec, run_dir: Path) -> ArtifactCache | None:
 
 
 def baseline_inputs(spec: Spec, fingerprint: str) -> dict[str, Any]:
-    from components.spec import BuiltinModel, FactoryModel, OnnxModel
+    from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, OnnxModel
 
     source = spec.model
     inputs: dict[str, Any] = {
@@ -244,6 +244,12 @@ def baseline_inputs(spec: Spec, fingerprint: str) -> dict[str, Any]:
     if isinstance(source, OnnxModel):
         path = spec.resolve(source.onnx)
         inputs["source_sha256"] = sha256_file(path) if path.is_file() else None
+        return inputs
+    if isinstance(source, HuggingFaceModel):
+        folder = spec.resolve(source.huggingface)
+        inputs["source_sha256"] = {str(f.relative_to(folder)): sha256_file(f)
+                                   for f in sorted(folder.rglob("*")) if f.is_file()}  # fmt: skip
+        inputs["libraries"] = library_versions("torch", "onnx", "numpy", "transformers")
         return inputs
     if isinstance(source, FactoryModel) and source.weights:
         path = spec.resolve(source.weights)

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from components.errors import ModelError
-from components.spec import BuiltinModel, FactoryModel, Spec
+from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, Spec
 from optimizers import torch_utils
 from optimizers.tensors import Features
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["build_builtin", "load_factory"]
+__all__ = ["build_builtin", "load_factory", "load_huggingface"]
 
 
 def build_builtin(source: BuiltinModel, x_train: Features, n_classes: int) -> torch.nn.Module:
@@ -58,3 +58,40 @@ def load_factory(source: FactoryModel, spec: Spec) -> tuple[torch.nn.Module, boo
     except Exception as exc:
         raise ModelError(f"model.weights: cannot load {path} into {source.factory}: {exc}") from exc
     return model, True
+
+
+def load_huggingface(
+    source: HuggingFaceModel, spec: Spec, input_names: list[str]
+) -> torch.nn.Module:
+    """A ``save_pretrained`` sequence classifier, loaded locally, as a module whose ``forward``
+    takes the data's inputs in order (``input_ids``, ``attention_mask``, ...) and returns the
+    logits: what is exported to ONNX and what torch-level techniques transform."""
+    import torch
+
+    path = spec.resolve(source.huggingface)
+    try:
+        from transformers import AutoModelForSequenceClassification
+    except ImportError as exc:
+        raise ModelError(
+            f"model.huggingface needs the transformers package: pip install 'slimgate[text]' ({exc})"
+        ) from None
+    try:
+        # eager attention exports as MatMul/Softmax, which ONNX Runtime's fusion recognises
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, attn_implementation="eager"
+        )
+    except Exception as exc:
+        raise ModelError(
+            f"model.huggingface: cannot load {path} as a sequence classifier: {exc}"
+        ) from None
+
+    class SequenceClassifier(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+            super().__init__()
+            self.model, self.names = model, tuple(names)
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            logits: torch.Tensor = self.model(**dict(zip(self.names, inputs, strict=True))).logits
+            return logits
+
+    return SequenceClassifier(model.eval(), input_names)

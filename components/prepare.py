@@ -57,7 +57,9 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
         path = spec.resolve(spec.data.path)
         npz = path.is_dir() or path.suffix == ".npz" or spec.data.format == "npz"
         tensor_path = path if npz and is_tensor_npz(path) else None
-    if tensor_path is not None:
+    if isinstance(spec.data, FileData) and spec.data.text is not None:
+        table, report, where = _text_table(spec, spec.data, ranges, labels)
+    elif tensor_path is not None:
         label = spec.data.label if isinstance(spec.data, FileData) else "label"
         table, report, where = _tensor_table(spec, tensor_path, label, ranges, labels)
     else:
@@ -151,6 +153,52 @@ def _tensor_table(
     classes, codes = np.unique(y.astype(str), return_inverse=True)
     table = Table(inputs, codes.astype(np.int64), (), tuple(str(c) for c in classes))
     return table, report, str(path)
+
+
+def _text_table(
+    spec: Spec,
+    source: FileData,
+    ranges: dict[str, tuple[float, float]],
+    labels: list[str] | None,
+) -> tuple[Table, DataReport, str]:
+    """A text column turned into the model's inputs by a local Hugging Face tokenizer."""
+    frame, label, where = load_frame(spec)
+    text = str(source.text)
+    if text not in frame.columns:
+        raise DataError(f"{where}: text column {text!r} (data.text) not found; columns are "
+                        f"{list(map(str, frame.columns))}")  # fmt: skip
+    folder = spec.resolve(str(source.tokenizer))
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise DataError(f"data.tokenizer needs the transformers package: pip install "
+                        f"'slimgate[text]' ({exc})") from None  # fmt: skip
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        raise DataError(f"data.tokenizer: cannot load a tokenizer from {folder}: {exc}") from None
+    values = frame[text]
+    empty = [int(i) for i, v in enumerate(values) if not isinstance(v, str) or not v.strip()]
+    encoded = tokenizer([v if isinstance(v, str) else "" for v in values], max_length=source.max_length,
+                        padding="max_length", truncation=True, return_tensors="np")  # fmt: skip
+    inputs = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+    y = frame[label].to_numpy()
+    report = tensor_checks(inputs, y, ranges=ranges, labels_allowed=labels,
+                           min_rows=spec.validation.min_rows,
+                           duplicates=not spec.validation.allow_duplicates)  # fmt: skip
+    report.results.insert(0, CheckResult(
+        "text_not_empty", not empty, f"{len(empty)} of {len(values)} rows have no text"
+        if empty else "every row has text", "slimgate", text, empty[:5],
+    ))  # fmt: skip
+    truncated = (
+        int((inputs["attention_mask"][:, -1] == 1).sum()) if "attention_mask" in inputs else 0
+    )
+    report.results.append(CheckResult(
+        "tokens_fit", True, f"{truncated} of {len(values)} texts fill all {source.max_length} "
+        "tokens (longer ones are truncated; raise data.max_length)", "slimgate", text,
+    ))  # fmt: skip
+    classes, codes = np.unique(y.astype(str), return_inverse=True)
+    return Table(inputs, codes.astype(np.int64), (), tuple(str(c) for c in classes)), report, where
 
 
 def _profiled(part: Table) -> tuple[np.ndarray, tuple[str, ...]]:

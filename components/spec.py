@@ -39,6 +39,7 @@ __all__ = [
     "DataValidation",
     "FactoryModel",
     "FileData",
+    "HuggingFaceModel",
     "OnnxModel",
     "RecipeStep",
     "Screening",
@@ -90,6 +91,17 @@ class FactoryModel(StrictModel):
     )
 
 
+class HuggingFaceModel(StrictModel):
+    """A Hugging Face ``save_pretrained`` directory of a sequence classifier (any
+    ``AutoModelForSequenceClassification``), loaded locally with its weights: never downloaded,
+    not trained. Exported to ONNX with the data's input names (the tokenizer's: ``input_ids``,
+    ``attention_mask``, ...), so torch-level techniques (head pruning, low-rank, distillation,
+    QAT) apply to it."""
+
+    huggingface: str
+    output: str | None = None
+
+
 def _source_kind(keys: tuple[str, ...]) -> Any:
     def kind(value: Any) -> str | None:
         if isinstance(value, Mapping):
@@ -104,11 +116,12 @@ def _source_kind(keys: tuple[str, ...]) -> Any:
 ModelSource = Annotated[
     Annotated[BuiltinModel, Tag("builtin")]
     | Annotated[OnnxModel, Tag("onnx")]
-    | Annotated[FactoryModel, Tag("factory")],
+    | Annotated[FactoryModel, Tag("factory")]
+    | Annotated[HuggingFaceModel, Tag("huggingface")],
     Discriminator(
-        _source_kind(("builtin", "onnx", "factory")),
+        _source_kind(("builtin", "onnx", "factory", "huggingface")),
         custom_error_type="model_source",
-        custom_error_message="expected exactly one of 'builtin', 'onnx' or 'factory'",
+        custom_error_message="expected exactly one of 'builtin', 'onnx', 'factory' or 'huggingface'",
     ),
 ]
 
@@ -138,6 +151,20 @@ class FileData(StrictModel):
     )
     label: str = "label"
     features: Literal["numeric", "tokens"] = "numeric"
+    text: str | None = Field(
+        default=None, description="a text column, tokenized by `tokenizer` into the model's inputs"
+    )
+    tokenizer: str | None = Field(
+        default=None, description="a local Hugging Face tokenizer directory (save_pretrained)"
+    )
+    max_length: int = Field(default=128, ge=2, le=8192, description="tokens per text, padded")
+
+    @model_validator(mode="after")
+    def _text_needs_a_tokenizer(self) -> FileData:
+        if (self.text is None) != (self.tokenizer is None):
+            raise ValueError("data.text and data.tokenizer go together: the text column and the "
+                             "local tokenizer directory that turns it into the model's inputs")  # fmt: skip
+        return self
 
 
 DataSource = Annotated[
@@ -592,7 +619,7 @@ class Spec(StrictModel):
             problems.append("data.features is tokens, but built-in models take numeric "
                             "features; give a model.factory (or model.onnx) taking int64 ids")  # fmt: skip
         tune = self.training.tune
-        loaded = isinstance(self.model, OnnxModel) or (
+        loaded = isinstance(self.model, OnnxModel | HuggingFaceModel) or (
             isinstance(self.model, FactoryModel) and self.model.weights
         )
         if tune is not None and loaded:
@@ -685,12 +712,17 @@ class Spec(StrictModel):
             named.append(("model.onnx", self.model.onnx))
         if isinstance(self.model, FactoryModel) and self.model.weights:
             named.append(("model.weights", self.model.weights))
+        folders = [("model.huggingface", self.model.huggingface)] if isinstance(
+            self.model, HuggingFaceModel) else []  # fmt: skip
+        if isinstance(self.data, FileData) and self.data.tokenizer:
+            folders.append(("data.tokenizer", self.data.tokenizer))
         return [
             f"{field}: file not found: {self.resolve(p)}"
             for field, p in named
             # data.path may be a folder of npz files
             if not (self.resolve(p).exists() if field == "data.path" else self.resolve(p).is_file())
-        ]
+        ] + [f"{field}: folder not found: {self.resolve(p)}"
+             for field, p in folders if not self.resolve(p).is_dir()]  # fmt: skip
 
     def registry_uri(self) -> str:
         """The registry as a URI; a relative path is made absolute against the spec's folder."""

@@ -376,6 +376,12 @@ def tensor_checks(
                 else f"{seen} within [{low:g}, {high:g}]", "slimgate", name,
                 [int(i) for i in np.flatnonzero(out)[:5]], "input",
             ))  # fmt: skip
+    missing = [i for i, v in enumerate(labels.tolist())
+               if v is None or (isinstance(v, float) and np.isnan(v))]  # fmt: skip
+    results.append(CheckResult(
+        "labels_not_null", not missing, f"{len(missing)} of {n} rows have no label" if missing
+        else "every row has a label", "slimgate", "label", missing[:5],
+    ))  # fmt: skip
     if labels_allowed is not None:
         unknown = sorted({str(v) for v in labels.tolist()} - set(labels_allowed))
         results.append(CheckResult(

@@ -1,0 +1,137 @@
+"""A BERT-style text classifier, built from a config and saved with ``save_pretrained`` (nothing
+downloaded), classifying text from a CSV through a local tokenizer built here: as a
+``huggingface:`` directory (so torch-level techniques apply: heads pruned) and as its ONNX
+export with three inputs (input_ids, attention_mask, token_type_ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from components.layout import RunLayout, read_json
+from components.runner import run
+from components.spec import load_spec
+from components.testing import QUICK_BENCHMARK
+
+pytest.importorskip("transformers", reason="install slimgate[text] for text models")
+
+KEYWORDS = ["red", "green", "blue", "cyan"]
+FILLER = ["the", "a", "one", "two", "cat", "dog", "runs", "sits", "on", "under", "big", "small", "old", "new", "house", "tree", "road", "car", "sky", "sea", "hill", "town"]  # fmt: skip
+
+
+def texts(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Sentences of filler words with one keyword that gives the class."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(KEYWORDS), size=n)
+    out = []
+    for label in y:
+        words = list(rng.choice(FILLER, size=int(rng.integers(4, 9))))
+        words.insert(int(rng.integers(0, len(words) + 1)), KEYWORDS[label])
+        out.append(" ".join(words))
+    return out, y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import pandas as pd
+    import torch
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification
+
+    root = tmp_path_factory.mktemp("text")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *KEYWORDS, *FILLER]
+    tokenizer = transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})  # type: ignore[attr-defined]
+    tokenizer.save_pretrained(root / "tokenizer")
+    sentences, y = texts(480, seed=0)
+    pd.DataFrame({"text": sentences, "label": [KEYWORDS[i] for i in y]}).to_csv(
+        root / "texts.csv", index=False
+    )
+    settings: dict[str, Any] = dict(
+        vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=32, num_labels=len(KEYWORDS),
+        attn_implementation="eager",
+    )  # fmt: skip
+    config = BertConfig(**settings)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    # labels sorted as the data's classes: blue, cyan, green, red
+    order = {k: i for i, k in enumerate(sorted(KEYWORDS))}
+    target = torch.tensor([order[KEYWORDS[i]] for i in y])
+    enc = tokenizer(sentences, max_length=16, padding="max_length", truncation=True,
+                    return_tensors="pt")  # fmt: skip
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(10):
+        for i in range(0, len(target), 32):
+            batch = {k: v[i : i + 32] for k, v in enc.items()}
+            loss = model(**batch, labels=target[i : i + 32]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()  # type: ignore[no-untyped-call]
+    model.save_pretrained(root / "model")
+    sample = {k: v[:1] for k, v in enc.items()}
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    torch.onnx.export(model, tuple(sample[n] for n in names), str(root / "model.onnx"),
+                      input_names=names, output_names=["logits"],
+                      dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]},
+                      opset_version=17, dynamo=False)  # fmt: skip
+    return {"root": root}
+
+
+def spec_file(root: Path, name: str, **fields: Any) -> Path:
+    spec = {
+        "name": name,
+        "data": {"path": str(root / "texts.csv"), "text": "text",
+                 "tokenizer": str(root / "tokenizer"), "max_length": 16},
+        "target": {"threads": 1, "batch_sizes": [1]},
+        "benchmark": QUICK_BENCHMARK,
+        "goals": {"accuracy": {"max_drop": 0.1}},
+        "candidates": [["quantization.dynamic_int8"]],
+        "select": "smallest",
+        "registry": str(root / "registry"),
+        **fields,
+    }  # fmt: skip
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_a_save_pretrained_classifier_is_head_pruned_and_quantized(
+    encoder: dict[str, Path], tmp_path: Path
+) -> None:
+    root = encoder["root"]
+    path = spec_file(root, "text-hf", model={"huggingface": str(root / "model")},
+                     candidates=[["quantization.dynamic_int8"],
+                                 [{"pruning.structured": {"ratio": 0.5, "fine_tune_epochs": 2}},
+                                  "quantization.dynamic_int8"]])  # fmt: skip
+    result = run(load_spec(path), tmp_path / "runs")
+    layout = RunLayout(result.run_dir)
+    info = read_json(layout.dataset)
+    assert list(info["inputs"]) == ["input_ids", "token_type_ids", "attention_mask"]
+    assert info["classes"] == sorted(KEYWORDS)
+    base = read_json(layout.baseline.metrics)
+    assert base["accuracy"] > 0.9
+    assert read_json(layout.baseline.train_record)["trained"] is False  # loaded, not retrained
+    pruned = read_json(layout.candidate("c1-structured-dynamic-int8").optimize_record)["steps"][0]
+    assert pruned["details"]["heads"] == [[4, 2], [4, 2]]  # whole heads removed, per layer
+    assert result.status == "promoted", read_json(layout.verdict)["reason"]
+
+
+def test_its_three_input_onnx_export_classifies_the_same_text(
+    encoder: dict[str, Path], tmp_path: Path
+) -> None:
+    root = encoder["root"]
+    path = spec_file(root, "text-onnx", model={"onnx": str(root / "model.onnx")})
+    result = run(load_spec(path), tmp_path / "runs")
+    layout = RunLayout(result.run_dir)
+    import onnxruntime as ort
+
+    names = [i.name for i in ort.InferenceSession(str(layout.baseline.model)).get_inputs()]
+    assert names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert read_json(layout.baseline.metrics)["accuracy"] > 0.9
+    assert result.status == "promoted", read_json(layout.verdict)["reason"]

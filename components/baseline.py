@@ -95,8 +95,9 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
     files = [out.model.name, out.train_record.name]
     if isinstance(source, BuiltinModel | FactoryModel | HuggingFaceModel):
         x, y = load_split(run.split("train"))
+        regression = y if spec.task == "regression" else None
         if isinstance(source, BuiltinModel):
-            module = build_builtin(source, x, n_classes)
+            module = build_builtin(source, x, n_classes, regression)
             loaded = False
         elif isinstance(source, HuggingFaceModel):
             module, loaded = load_huggingface(source, spec, _input_names(x, source)), True
@@ -110,7 +111,7 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
                 record["width"] = width
             record["trained"] = True
             record["training"] = training.model_dump()
-            record["history"] = train_classifier(module, x, y, training)
+            record["history"] = train_classifier(module, x, y, training, spec.task)
         module.eval()
         torch.save(module.state_dict(), out.weights)
         files.append(out.weights.name)
@@ -143,10 +144,11 @@ def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
         )
     info = dataset_info(run)
     if isinstance(source, BuiltinModel):
-        x, _ = load_split(run.split("train"))
+        x, y = load_split(run.split("train"))
         trained = read_json(run.baseline.train_record)
         width = trained.get("width")  # tuning may have chosen another width
-        module = build_untrained(spec, x, len(info["classes"]), width)
+        module = build_untrained(spec, x, len(info["classes"]), width,
+                                 y if spec.task == "regression" else None)  # fmt: skip
     elif isinstance(source, HuggingFaceModel):
         x, _ = load_split(run.split("test"))
         module = load_huggingface(source, spec, _input_names(x, source))

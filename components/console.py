@@ -91,9 +91,10 @@ def summary(spec: Spec, run_dir: Path) -> None:
 
     data = collect(spec, run_dir)
     table = Table(title=f"{spec.name}: baseline and candidates", title_justify="left")
+    quality = "mae" if data["baseline"].get("mae") is not None else "accuracy"
     for col in (
         "model",
-        "accuracy",
+        "MAE" if quality == "mae" else "accuracy",
         "agreement",
         "size MB",
         "p50 ms",
@@ -121,7 +122,7 @@ def summary(spec: Spec, run_dir: Path) -> None:
                 )
         size = row["size_bytes"] / 1e6 if row.get("size_bytes") else None
         table.add_row(
-            row["name"], fmt(row["accuracy"], ".4f"), fmt(row["agreement"], ".4f"),
+            row["name"], fmt(row[quality], ".4f"), fmt(row["agreement"], ".4f"),
             fmt(size, ".2f"), fmt(row["p50_ms"], ".3f"), fmt(row["p95_ms"], ".3f"),
             speedup_text(row),
             f"[{colours[verdict]}]{verdict}[/]" if verdict else "",

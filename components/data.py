@@ -88,8 +88,10 @@ def load_frame(spec: Spec) -> tuple[pd.DataFrame, str, str]:
     return _file_frame(path, source), source.label, str(path)
 
 
-def builtin_labels(name: str) -> list[str]:
-    return [str(c) for c in _bunch(name).target_names]
+def builtin_labels(name: str) -> list[str] | None:
+    """The class names of a built-in dataset (None for a regression)."""
+    bunch = _bunch(name)
+    return [str(c) for c in bunch.target_names] if "target_names" in bunch else None
 
 
 def _bunch(name: str) -> Any:
@@ -99,6 +101,7 @@ def _bunch(name: str) -> Any:
         "digits": datasets.load_digits,
         "breast_cancer": datasets.load_breast_cancer,
         "wine": datasets.load_wine,
+        "diabetes": datasets.load_diabetes,
     }[name]
     return loader()
 
@@ -108,7 +111,10 @@ def _builtin_frame(name: str) -> pd.DataFrame:
 
     bunch = _bunch(name)
     frame = pd.DataFrame(bunch.data, columns=[str(f) for f in bunch.feature_names])
-    frame["label"] = np.asarray([str(c) for c in bunch.target_names])[bunch.target]
+    if "target_names" in bunch:
+        frame["label"] = np.asarray([str(c) for c in bunch.target_names])[bunch.target]
+    else:  # a regression's numeric target
+        frame["label"] = bunch.target.astype(np.float64)
     return frame
 
 
@@ -162,12 +168,22 @@ def _npz_frame(path: Path, label: str) -> pd.DataFrame:
     return frame
 
 
-def to_table(frame: pd.DataFrame, label: str, *, tokens: bool = False) -> Table:
+def to_table(
+    frame: pd.DataFrame, label: str, *, tokens: bool = False, regression: bool = False
+) -> Table:
     """The validated frame as float32 features (int64 token ids with ``tokens``) and int64
-    class indices (classes sorted)."""
+    class indices (classes sorted), or float32 targets for a regression (no classes)."""
     features = frame.drop(columns=[label])
     values = frame[label].to_numpy()
-    classes, y = np.unique(values.astype(str), return_inverse=True)
+    if regression:
+        try:
+            y = values.astype(np.float32)
+        except (TypeError, ValueError):
+            raise DataError(f"label column {label!r} must be numeric for task regression; it holds "
+                            f"{frame[label].dtype} values like {values[:3].tolist()}") from None  # fmt: skip
+        classes: Any = np.zeros(0, dtype=str)
+    else:
+        classes, y = np.unique(values.astype(str), return_inverse=True)
     if tokens:
         fractional = [str(c) for c in features.columns
                       if not np.array_equal(features[c].to_numpy(), np.round(features[c].to_numpy()))
@@ -181,8 +197,8 @@ def to_table(frame: pd.DataFrame, label: str, *, tokens: bool = False) -> Table:
     else:
         x = features.to_numpy(dtype=np.float32)
     return Table(
-        np.ascontiguousarray(x), y.astype(np.int64), tuple(map(str, features.columns)),
-        tuple(str(c) for c in classes),
+        np.ascontiguousarray(x), y if regression else y.astype(np.int64),
+        tuple(map(str, features.columns)), tuple(str(c) for c in classes),
     )  # fmt: skip
 
 
@@ -197,15 +213,17 @@ def split(table: Table, params: Split) -> dict[str, Table]:
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(table))
+    stratify = table.y if table.classes else None  # a regression has no classes to keep
     rest, test = train_test_split(
-        idx, test_size=params.test, stratify=table.y, random_state=params.seed
+        idx, test_size=params.test, stratify=stratify, random_state=params.seed
     )
     parts = {"test": test}
     if params.calibration > 0:
         share = params.calibration / (1.0 - params.test)
         train, calib = train_test_split(
-            rest, test_size=share, stratify=table.y[rest], random_state=params.seed
-        )
+            rest, test_size=share, stratify=None if stratify is None else table.y[rest],
+            random_state=params.seed,
+        )  # fmt: skip
         parts |= {"train": train, "calibration": calib}
     else:
         parts |= {"train": rest, "calibration": rest[:0]}

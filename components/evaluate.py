@@ -34,6 +34,8 @@ def evaluate(
     """
     x, y = load_split(data)
     logits = infer(session(model, threads), x, output=output, where=str(model))
+    if y.dtype.kind == "f":  # a regression's targets
+        return _evaluate_regression(model, y, logits, out_dir)
     if logits.ndim != 2 or logits.shape[0] != len(y):
         raise ModelError(
             f"{model}: expected one row of class scores per example, got {logits.shape}"
@@ -65,5 +67,29 @@ def evaluate(
     out = ModelDir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out.predictions, labels=y, predictions=pred, logits=logits)
+    write_json(out.metrics, metrics)
+    return metrics
+
+
+def _evaluate_regression(
+    model: Path, y: np.ndarray, outputs: np.ndarray, out_dir: Path
+) -> dict[str, Any]:
+    if outputs.shape not in ((len(y),), (len(y), 1)):
+        raise ModelError(f"{model}: expected one predicted value per example, got {outputs.shape}")
+    pred = outputs.reshape(len(y)).astype(np.float64)
+    err = pred - y.astype(np.float64)
+    stats = onnx_stats(model)
+    metrics: dict[str, Any] = {
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "n_examples": len(y),
+        "size_bytes": int(stats["bytes"]),
+        "parameters": int(stats["parameters"]),
+        "nodes": int(stats["nodes"]),
+        "sha256": sha256_file(model),
+    }
+    out = ModelDir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out.predictions, labels=y, predictions=pred, logits=outputs)
     write_json(out.metrics, metrics)
     return metrics

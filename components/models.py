@@ -22,14 +22,17 @@ if TYPE_CHECKING:
 __all__ = ["build_builtin", "load_factory", "load_huggingface"]
 
 
-def build_builtin(source: BuiltinModel, x_train: Features, n_classes: int) -> torch.nn.Module:
-    """A fresh, untrained built-in model of the spec's ``model`` section."""
+def build_builtin(
+    source: BuiltinModel, x_train: Features, n_classes: int, y_train: np.ndarray | None = None
+) -> torch.nn.Module:
+    """A fresh, untrained built-in model of the spec's ``model`` section (``y_train``: the
+    targets of a regression, for a one-output model in their scale)."""
     if not isinstance(x_train, np.ndarray):
         raise ModelError(
             f"model.builtin={source.builtin} takes tabular data (one feature matrix); the data "
             f"has tensor inputs {sorted(x_train)}: use model.factory or model.onnx"
         )
-    return torch_utils.build_builtin(source.builtin, source.width, x_train, n_classes)
+    return torch_utils.build_builtin(source.builtin, source.width, x_train, n_classes, y_train)
 
 
 def load_factory(source: FactoryModel, spec: Spec) -> tuple[torch.nn.Module, bool]:

@@ -27,7 +27,7 @@ def check_model(
 ) -> None:
     """Fail with a clear message unless the model takes the data's inputs (``sample``: a few
     rows of them) and its scored ``output`` (default: the first) gives one row of class scores
-    per example."""
+    per example (``n_classes`` 0: one value per example, a regression)."""
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     sess = session(path, threads)
@@ -41,6 +41,14 @@ def check_model(
             f"{path}: a batch of {n_rows(rows)} rows of the data fails: {exc}"
         ) from exc
     scored = output or sess.get_outputs()[0].name
+    if n_classes == 0:  # a regression: one value per row
+        if out.shape not in ((n_rows(rows),), (n_rows(rows), 1)):
+            raise ModelError(
+                f"{path}: output {scored!r} has shape {list(out.shape[1:])} per row; a "
+                "regression needs one value per row ([] or [1])"
+                + ("" if output else "; name the predicted output with model.output")
+            )
+        return
     if out.shape != (n_rows(rows), n_classes):
         raise ModelError(
             f"{path}: output {scored!r} has shape {list(out.shape[1:])} per row; "

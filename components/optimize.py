@@ -99,6 +99,7 @@ def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) ->
     ctx = OptimizeContext(
         workdir=work,
         seed=spec.training.seed,
+        task=spec.task,
         train=load_split(run.split("train")),
         calibration=load_split(run.split("calibration")),
         threads=spec.target.threads,

@@ -52,6 +52,8 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
     builtin = spec.data.builtin if isinstance(spec.data, BuiltinData) else None
     ranges = rules.ranges or BUILTIN_RANGES.get(builtin or "", {})
     labels = rules.labels or (builtin_labels(builtin) if builtin else None)
+    if spec.task == "regression":
+        labels = None  # numeric targets, no label set
     tensor_path = None
     if isinstance(spec.data, FileData) and spec.data.format in (None, "npz"):
         path = spec.resolve(spec.data.path)
@@ -98,9 +100,10 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "classes": list(table.classes),
         "split": spec.split.model_dump(),
         "rows_per_split": {name: len(parts[name]) for name in SPLITS},
-        "class_counts": {
-            name: np.bincount(parts[name].y, minlength=n_classes).tolist() for name in SPLITS
-        },
+        "task": spec.task,
+        "class_counts": None
+        if not table.classes
+        else {name: np.bincount(parts[name].y, minlength=n_classes).tolist() for name in SPLITS},
         "fingerprint": fingerprint(table, spec.split),
         "validation": {"checks": len(report.results), "data_docs": str(report.docs)},
         "profile": profile,
@@ -132,7 +135,11 @@ def _tabular_table(
     if not report.success:
         return Table(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), (), ()), report, where
     tokens = isinstance(spec.data, FileData) and spec.data.features == "tokens"
-    return to_table(frame, label, tokens=tokens), report, where
+    return (
+        to_table(frame, label, tokens=tokens, regression=spec.task == "regression"),
+        report,
+        where,
+    )
 
 
 def _tensor_table(
@@ -150,9 +157,7 @@ def _tensor_table(
     inputs, y = load_tensors(path, label)
     report = tensor_checks(inputs, y, ranges=ranges, labels_allowed=labels,
                            min_rows=rules.min_rows, duplicates=not rules.allow_duplicates)  # fmt: skip
-    classes, codes = np.unique(y.astype(str), return_inverse=True)
-    table = Table(inputs, codes.astype(np.int64), (), tuple(str(c) for c in classes))
-    return table, report, str(path)
+    return Table(inputs, *_labels(spec, y, label, str(path))), report, str(path)
 
 
 def _text_table(
@@ -197,8 +202,21 @@ def _text_table(
         "tokens_fit", True, f"{truncated} of {len(values)} texts fill all {source.max_length} "
         "tokens (longer ones are truncated; raise data.max_length)", "slimgate", text,
     ))  # fmt: skip
+    return Table(inputs, *_labels(spec, y, label, where)), report, where
+
+
+def _labels(
+    spec: Spec, y: np.ndarray, label: str, where: str
+) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """Class indices and the sorted classes, or a regression's float32 targets and no classes;
+    with the feature names of tensor data (none)."""
+    if spec.task == "regression":
+        if y.dtype.kind not in "biuf":
+            raise DataError(f"{where}: labels {label!r} must be numeric for task regression; "
+                            f"they are {y.dtype}")  # fmt: skip
+        return y.astype(np.float32), (), ()
     classes, codes = np.unique(y.astype(str), return_inverse=True)
-    return Table(inputs, codes.astype(np.int64), (), tuple(str(c) for c in classes)), report, where
+    return codes.astype(np.int64), (), tuple(str(c) for c in classes)
 
 
 def _profiled(part: Table) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -34,6 +34,8 @@ def _model_row(name: str, recipe: str, mdir: ModelDir) -> dict[str, Any]:
         "name": name,
         "recipe": recipe,
         "accuracy": metrics.get("accuracy"),
+        "mae": metrics.get("mae"),  # a regression's error, where accuracy would be
+        "rmse": metrics.get("rmse"),
         "agreement": metrics.get("agreement"),
         "size_bytes": metrics.get("size_bytes"),
         "parameters": metrics.get("parameters"),
@@ -179,7 +181,9 @@ def _html(d: dict[str, Any]) -> str:
     parts.append(headline)
     if d.get("error"):
         parts.append(f'<p class="fail">Error: {e(d["error"])}</p>')
-    parts.append("</p><h2>Models</h2><table><tr><th>model</th><th class=l>recipe</th><th>accuracy</th>"
+    quality = "mae" if d["baseline"].get("mae") is not None else "accuracy"
+    parts.append("</p><h2>Models</h2><table><tr><th>model</th><th class=l>recipe</th>"
+                 f"<th>{'MAE' if quality == 'mae' else 'accuracy'}</th>"
                  "<th>agreement</th><th>size MB</th><th>parameters</th><th>batch</th>"
                  "<th>p50 ms</th><th>p95 ms (bound)</th><th>speedup [interval]</th>"
                  "<th>of limit</th><th>verdict</th></tr>")  # fmt: skip
@@ -191,7 +195,7 @@ def _html(d: dict[str, Any]) -> str:
         size = row["size_bytes"] / 1e6 if row.get("size_bytes") else None
         parts.append(
             f"<tr><td>{e(row['name'])}</td><td class=l>{e(row['recipe'])}</td>"
-            f"<td>{_f(row['accuracy'], '.4f')}</td><td>{_f(row['agreement'], '.4f')}</td>"
+            f"<td>{_f(row[quality], '.4f')}</td><td>{_f(row['agreement'], '.4f')}</td>"
             f"<td>{_f(size, '.3f')}</td><td>{_f(row['parameters'], ',')}</td>"
             f"<td>{_f(row['batch'])}</td><td>{_f(row['p50_ms'], '.3f')}</td>"
             f"<td>{_f(row['p95_ms'], '.3f')} ({_f(row['p95_upper_ms'], '.3f')})</td>"

@@ -132,7 +132,7 @@ ModelSource = Annotated[
 class BuiltinData(StrictModel):
     """A dataset that ships with scikit-learn."""
 
-    builtin: Literal["digits", "breast_cancer", "wine"]
+    builtin: Literal["digits", "breast_cancer", "wine", "diabetes"]  # diabetes: a regression
 
 
 class FileData(StrictModel):
@@ -580,6 +580,10 @@ class Spec(StrictModel):
     """A slimgate run: model, data, target hardware, goals, candidate recipes, and where to publish."""
 
     name: str = Field(pattern=_NAME, description="the model's name in the registry")
+    task: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="regression: one output per row, numeric labels, gated on goals.error",
+    )
     model: ModelSource
     data: DataSource
     split: Split = Split()
@@ -629,9 +633,46 @@ class Spec(StrictModel):
             problems.append("training.tune.space.width: only built-in models have a width")
         return problems
 
+    def _task_problems(self) -> list[str]:
+        """What the task rules out: goals, policies, techniques and sources of the other task."""
+        problems = []
+        regression = self.task == "regression"
+        if isinstance(self.data, BuiltinData) and (self.data.builtin == "diabetes") != regression:
+            problems.append(f"data.builtin={self.data.builtin} is a "
+                            f"{'regression' if self.data.builtin == 'diabetes' else 'classification'} "
+                            f"dataset; set task accordingly (task is {self.task})")  # fmt: skip
+        wrong = ("accuracy", "per_class", "agreement", "champion") if regression else ("error",)
+        for name in wrong:
+            if getattr(self.goals, name) is not None:
+                problems.append(
+                    f"goals.{name} applies to task "
+                    f"{'classification' if regression else 'regression'}; this spec's task is "
+                    f"{self.task}" + ("; use goals.error (mae or rmse)" if regression else "")
+                )  # fmt: skip
+        if not regression:
+            return problems
+        if self.select == "knee":
+            problems.append("select: knee trades latency against accuracy; for task regression "
+                            "use fastest or smallest")  # fmt: skip
+        if self.search is not None:
+            problems.append("search: supports task classification for now; list regression "
+                            "recipes under candidates")  # fmt: skip
+        if self.training.tune is not None:
+            problems.append("training.tune: supports task classification for now")
+        if isinstance(self.model, BuiltinModel) and self.model.builtin != "tabular_mlp":
+            problems.append(f"model.builtin={self.model.builtin} is a classifier; for task "
+                            "regression use tabular_mlp, a factory or an ONNX file")  # fmt: skip
+        for i, cand in enumerate(self.candidates):
+            for step in cand.steps:
+                tasks = step.build().tasks
+                if self.task not in tasks:
+                    problems.append(f"candidates[{i}]: {step.key} supports task "
+                                    f"{', '.join(sorted(tasks))}, not {self.task}")  # fmt: skip
+        return problems
+
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
-        problems = self._model_problems()
+        problems = self._model_problems() + self._task_problems()
         if not self.candidates and self.search is None:
             problems.append("candidates: none given and no search; give recipes in one or both")
         for goal_name in ("latency", "speedup"):

@@ -30,7 +30,7 @@ _logger = logging.getLogger(__name__)
 
 
 def build_untrained(
-    spec: Spec, x: Features, n_classes: int, width: float | None
+    spec: Spec, x: Features, n_classes: int, width: float | None, y: np.ndarray | None = None
 ) -> torch.nn.Module:
     """A fresh model of the spec's source, at ``width`` (built-in models) if given."""
     from components.models import build_builtin, load_factory
@@ -39,7 +39,7 @@ def build_untrained(
     if isinstance(source, BuiltinModel):
         if width is not None:
             source = source.model_copy(update={"width": width})
-        return build_builtin(source, x, n_classes)
+        return build_builtin(source, x, n_classes, y)
     assert isinstance(source, FactoryModel)
     module, _ = load_factory(source, spec)
     return module

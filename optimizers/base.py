@@ -66,6 +66,7 @@ class OptimizeContext:
 
     workdir: Path
     seed: int = 0
+    task: str = "classification"  # fine-tuning's loss: cross-entropy, or squared error
     train: tuple[Features, np.ndarray] | None = None  # inputs (one array, or one per name), labels
     calibration: tuple[Features, np.ndarray] | None = None
     threads: int = 2
@@ -113,6 +114,8 @@ class Optimizer(ABC, Generic[C]):
     config_class: ClassVar[type[OptimizerConfig]]
     description: ClassVar[str]
     version: ClassVar[int] = 1
+    # the tasks it supports; a spec with another is refused before any work, naming it
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification", "regression"})
 
     def __init__(self, config: C | Mapping[str, Any] | None = None) -> None:
         if config is None:

@@ -47,6 +47,7 @@ class Distillation(TorchOptimizer[DistillationConfig]):
     """Train a smaller student on the teacher's softened outputs and the labels."""
 
     key: ClassVar[str] = "distillation.student"
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
     config_class: ClassVar[type[OptimizerConfig]] = DistillationConfig
     description: ClassVar[str] = (
         "train a smaller student (width multiplier or factory) on the baseline's outputs"

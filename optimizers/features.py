@@ -89,6 +89,7 @@ class FeatureSelection(TorchOptimizer[FeatureSelectionConfig]):
     """Select input columns by mutual information or recursive feature elimination."""
 
     key: ClassVar[str] = "features.select"
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
     config_class: ClassVar[type[OptimizerConfig]] = FeatureSelectionConfig
     description: ClassVar[str] = (
         "keep the most informative input columns (mutual information or RFE)"
@@ -156,6 +157,7 @@ class PcaProjection(TorchOptimizer[PcaProjectionConfig]):
     """A fixed PCA projection in front of a narrower first layer."""
 
     key: ClassVar[str] = "features.pca"
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
     config_class: ClassVar[type[OptimizerConfig]] = PcaProjectionConfig
     description: ClassVar[str] = "project inputs on principal components, inside the exported model"
 

@@ -144,12 +144,35 @@ def _classes() -> dict[str, Any]:
             mean, scale = self.get_buffer("mean"), self.get_buffer("scale")
             return self.net((x - mean) * scale)  # type: ignore[no-any-return]
 
-    return {"digits_cnn": DigitsCNN, "tabular_mlp": TabularMLP}
+    class TabularRegressor(TabularMLP):
+        """The MLP with one output per row; the target's scale is part of the model too, so it
+        trains on squared error in the target's own units."""
+
+        def __init__(
+            self, n_features: int, mean: np.ndarray, std: np.ndarray, *, target_mean: float,
+            target_std: float, width: float = 1.0,
+        ) -> None:  # fmt: skip
+            super().__init__(n_features, 1, mean, std, width)
+            self.register_buffer("target_mean", torch.tensor(float(target_mean)))
+            self.register_buffer("target_std", torch.tensor(max(float(target_std), 1e-6)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().forward(x)
+            return out * self.get_buffer("target_std") + self.get_buffer("target_mean")
+
+    return {
+        "digits_cnn": DigitsCNN,
+        "tabular_mlp": TabularMLP,
+        "tabular_regressor": TabularRegressor,
+    }
 
 
-def build_builtin(name: str, width: float, x_train: Features, n_classes: int) -> torch.nn.Module:
+def build_builtin(
+    name: str, width: float, x_train: Features, n_classes: int, y_train: np.ndarray | None = None
+) -> torch.nn.Module:
     """A fresh, untrained built-in model (``digits_cnn`` or ``tabular_mlp``) at a width
-    multiplier, for data with ``x_train``'s columns."""
+    multiplier, for data with ``x_train``'s columns; with regression targets ``y_train``, the
+    MLP has one output, in the targets' scale."""
     import torch
 
     if not isinstance(x_train, np.ndarray):
@@ -165,6 +188,13 @@ def build_builtin(name: str, width: float, x_train: Features, n_classes: int) ->
             )
         model: torch.nn.Module = _classes()["digits_cnn"](n_classes, width)
         return model
+    if y_train is not None:
+        y = y_train.astype(np.float64)
+        model = _classes()["tabular_regressor"](
+            n_features, x_train.mean(axis=0), x_train.std(axis=0), target_mean=y.mean(),
+            target_std=y.std(), width=width,
+        )  # fmt: skip
+        return model
     model = _classes()["tabular_mlp"](
         n_features, n_classes, x_train.mean(axis=0), x_train.std(axis=0), width
     )
@@ -178,9 +208,14 @@ def scores(model: torch.nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
 
 
 def train_classifier(
-    model: torch.nn.Module, x: Features, y: np.ndarray, training: TrainingSettings
+    model: torch.nn.Module,
+    x: Features,
+    y: np.ndarray,
+    training: TrainingSettings,
+    task: str = "classification",
 ) -> dict[str, Any]:
-    """Train with AdamW and a one-cycle schedule on cross-entropy; deterministic for a seed.
+    """Train with AdamW and a one-cycle schedule on cross-entropy (or squared error for
+    ``task="regression"``, one output per row); deterministic for a seed.
 
     ``x`` is one array or one per input, passed to ``forward`` in order."""
     import torch
@@ -204,7 +239,9 @@ def train_classifier(
         for i in range(0, len(xt), training.batch_size):
             idx = perm[i : i + training.batch_size]
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(scores(model, *(t[idx] for t in xs)), yt[idx])
+            out = scores(model, *(t[idx] for t in xs))
+            loss = (nn.functional.cross_entropy(out, yt[idx]) if task == "classification"
+                    else nn.functional.mse_loss(out.reshape(-1), yt[idx].float()))  # fmt: skip
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
@@ -235,7 +272,8 @@ def fine_tune(
     if ctx.train is None:
         raise ValueError("fine-tuning needs the training split, and this context has none")
     x, y = ctx.train
-    history = train_classifier(model, x, y, TrainSettings(epochs=epochs, lr=lr, seed=ctx.seed))
+    history = train_classifier(model, x, y, TrainSettings(epochs=epochs, lr=lr, seed=ctx.seed),
+                               ctx.task)  # fmt: skip
     return {"epochs": epochs, "final_loss": history["loss"][-1]}
 
 

@@ -266,14 +266,15 @@ def split_checks(
             f"{name} has {len(y)} rows, needs at least {min_rows_per_split}", "slimgate",
         ))  # fmt: skip
     train_y = parts["train"][1]
-    counts = np.bincount(train_y, minlength=len(classes))
+    counts = np.bincount(train_y, minlength=len(classes)) if classes else np.zeros(0, np.int64)
     small = [f"{classes[i]!r}: {int(c)}" for i, c in enumerate(counts) if c < min_rows_per_class]
-    out.append(CheckResult(
-        "class_row_count", not small,
-        f"every class needs at least {min_rows_per_class} training rows"
-        + (f"; too few: {', '.join(small)}" if small else ""), "slimgate",
-    ))  # fmt: skip
-    if max_class_ratio is not None and counts.min() > 0:
+    if classes:  # a regression has no classes to count
+        out.append(CheckResult(
+            "class_row_count", not small,
+            f"every class needs at least {min_rows_per_class} training rows"
+            + (f"; too few: {', '.join(small)}" if small else ""), "slimgate",
+        ))  # fmt: skip
+    if classes and max_class_ratio is not None and counts.min() > 0:
         ratio = counts.max() / counts.min()
         out.append(CheckResult(
             "class_balance", ratio <= max_class_ratio,

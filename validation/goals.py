@@ -20,8 +20,10 @@ from validation._strict import StrictModel
 from validation.stats import (
     clopper_pearson_lower,
     examples_needed,
+    paired_bootstrap_error_upper,
     paired_bootstrap_upper,
     percentile_upper_bound,
+    regression_error,
     runs_needed_for_percentile_bound,
 )
 
@@ -30,6 +32,7 @@ __all__ = [
     "AgreementGoal",
     "Champion",
     "ChampionGoal",
+    "ErrorGoal",
     "Evidence",
     "FidelityGoal",
     "Goal",
@@ -533,6 +536,79 @@ class ChampionGoal(Goal):
                        reason=result.reason.replace("drop", "drop from production", 1))  # fmt: skip
 
 
+class ErrorGoal(Goal):
+    """A regression model's error on the test split (``metric``: ``mae`` or ``rmse``): at most
+    ``max``, and/or at most ``max_increase`` (absolute) or ``max_relative_increase`` (a share
+    of the baseline's) above the baseline's.
+
+    With ``confidence`` (the default) each is decided on a one-sided paired-bootstrap upper
+    bound; ``confidence: null`` decides on point estimates.
+    """
+
+    name: ClassVar[str] = "error"
+    metric: Literal["mae", "rmse"] = "mae"
+    max: float | None = Field(default=None, gt=0)
+    max_increase: float | None = Field(default=None, ge=0)
+    max_relative_increase: float | None = Field(default=None, ge=0)
+    confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ErrorGoal:
+        if self.max is None and self.max_increase is None and self.max_relative_increase is None:
+            raise ValueError("set max, max_increase, max_relative_increase, or several")
+        return self
+
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
+    ) -> GoalResult:
+        m = self.metric
+        if candidate.labels is None or candidate.predictions is None or candidate.labels.size == 0:
+            return self._missing(m, "<=", self.max or 0.0, f"candidate {m}")
+        target, pred = candidate.labels, candidate.predictions
+        results = []
+        if self.max is not None:
+            value = regression_error(target, pred, m)
+            bound = (None if self.confidence is None else
+                     paired_bootstrap_error_upper(target, None, pred, m, self.confidence))  # fmt: skip
+            results.append(self._result(m, value, bound, self.max, f"{m} {value:.4g}"))
+        limits = []
+        if self.max_increase is not None:
+            limits.append((self.max_increase, ""))
+        if baseline.predictions is None or baseline.labels is None:
+            if self.max_increase is not None or self.max_relative_increase is not None:
+                results.append(self._missing(f"{m}_increase", "<=", 0.0, f"baseline {m}"))
+            return _worst_of(results)
+        if baseline.labels.shape != target.shape or not np.array_equal(baseline.labels, target):
+            return GoalResult(self.name, f"{m}_increase", "<=", 0.0, None, Outcome.FAIL,
+                              "candidate and baseline were evaluated on different examples")  # fmt: skip
+        base_error = regression_error(target, baseline.predictions, m)
+        if self.max_relative_increase is not None:
+            limits.append(
+                (
+                    self.max_relative_increase * base_error,
+                    f" ({self.max_relative_increase:g} of the baseline's {base_error:.4g})",
+                )
+            )
+        for limit, note in limits:
+            value = regression_error(target, pred, m) - base_error
+            bound = (None if self.confidence is None else paired_bootstrap_error_upper(
+                target, baseline.predictions, pred, m, self.confidence))  # fmt: skip
+            res = self._result(f"{m}_increase", value, bound, limit, f"{m} increase {value:+.4g}")
+            results.append(replace(res, reason=res.reason + note))
+        return _worst_of(results)
+
+    def _result(
+        self, metric: str, value: float, bound: float | None, limit: float, what: str
+    ) -> GoalResult:
+        outcome = _decide(value, bound, limit, "<=")
+        sign = "+" if metric.endswith("_increase") else ""
+        reason = what + (f", upper bound {bound:{sign}.4g}" if bound is not None else "")
+        reason += {Outcome.PASS: " <= ", Outcome.FAIL: " > "}.get(outcome, ", bound above ")
+        reason += f"{limit:g}"
+        return GoalResult(self.name, metric, "<=", limit, value, outcome, reason, bound,
+                          self.confidence)  # fmt: skip
+
+
 class Goals(StrictModel):
     """The goals a candidate must meet, all of them, to be promoted."""
 
@@ -543,6 +619,7 @@ class Goals(StrictModel):
     per_class: PerClassGoal | None = None
     agreement: AgreementGoal | None = None
     fidelity: FidelityGoal | None = None
+    error: ErrorGoal | None = None
     champion: ChampionGoal | None = None
 
     @model_validator(mode="after")

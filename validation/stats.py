@@ -137,3 +137,41 @@ def ratio_interval(
     if k < 1:
         return estimate, None, None
     return estimate, float(np.exp(diffs[k - 1])), float(np.exp(diffs[n * m - k]))
+
+
+def paired_bootstrap_error_upper(
+    target: np.ndarray,
+    baseline: np.ndarray | None,
+    candidate: np.ndarray,
+    metric: str,
+    confidence: float,
+    *,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> float:
+    """One-sided upper confidence bound on a regression error (``mae`` or ``rmse``) of the
+    candidate, or, with ``baseline``, on its increase over the baseline's, paired by example.
+    """
+    t = np.asarray(target, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    if t.shape != c.shape or t.ndim != 1 or t.size == 0:
+        raise ValueError(
+            f"targets and predictions must be 1-D of one length, got {t.shape} and {c.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, t.size, size=(resamples, t.size))
+
+    def error(pred: np.ndarray) -> np.ndarray:
+        diff = pred[idx] - t[idx]
+        out = np.abs(diff).mean(axis=1) if metric == "mae" else np.sqrt((diff**2).mean(axis=1))
+        return np.asarray(out, dtype=np.float64)
+
+    values = error(c)
+    if baseline is not None:
+        values = values - error(np.asarray(baseline, dtype=np.float64))
+    return float(np.quantile(values, confidence, method="higher"))
+
+
+def regression_error(target: np.ndarray, prediction: np.ndarray, metric: str) -> float:
+    diff = np.asarray(prediction, dtype=np.float64) - np.asarray(target, dtype=np.float64)
+    return float(np.abs(diff).mean() if metric == "mae" else np.sqrt((diff**2).mean()))

@@ -291,3 +291,67 @@ def test_champion_goal_compares_with_production_and_guards_the_first_release() -
     assert ChampionGoal(first_release="pass").check(cand, EMPTY, None).outcome is Outcome.PASS
     # a champion that exists but could not be scored fails closed
     assert ChampionGoal(first_release="pass").check(cand, EMPTY, Evidence()).outcome is Outcome.FAIL
+
+
+def regression(predictions: np.ndarray, targets: np.ndarray) -> Evidence:
+    return Evidence(labels=targets, predictions=predictions)
+
+
+def test_the_error_goal_decides_the_mae_increase_at_its_boundary() -> None:
+    from validation.goals import ErrorGoal
+
+    targets = np.linspace(0.0, 10.0, 200)
+    base = regression(targets + 1.0, targets)  # every prediction 1 above: MAE 1
+    worse = regression(targets + 1.5, targets)  # MAE 1.5: an increase of exactly 0.5
+    at = ErrorGoal(max_increase=0.5).check(worse, base)
+    assert (
+        at.outcome is Outcome.PASS
+        and at.value == pytest.approx(0.5)
+        and at.bound == pytest.approx(0.5)
+    )
+    below = ErrorGoal(max_increase=0.49).check(worse, base)
+    assert below.outcome is Outcome.FAIL and below.reason.startswith("mae increase +0.5")
+    same = ErrorGoal(max_increase=0.0).check(base, base)
+    assert same.outcome is Outcome.PASS and same.value == 0.0
+
+
+def test_the_error_goal_bounds_a_noisy_increase_and_can_be_inconclusive() -> None:
+    from validation.goals import ErrorGoal
+
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=60)
+    base = regression(targets + rng.normal(0, 1.0, 60), targets)
+    cand = regression(base.predictions + rng.normal(0, 0.3, 60), targets)  # type: ignore[operator]
+    result = ErrorGoal(max_increase=0.05).check(cand, base)
+    assert result.bound is not None and result.value is not None and result.bound > result.value
+    loose = ErrorGoal(max_increase=max(result.value, 0.0) + 1e-9).check(cand, base)
+    assert loose.outcome is Outcome.INCONCLUSIVE  # the point meets it, the bound does not
+
+
+def test_the_error_goal_on_rmse_and_an_absolute_maximum() -> None:
+    from validation.goals import ErrorGoal
+
+    targets = np.zeros(100)
+    cand = regression(np.r_[np.full(50, 3.0), np.full(50, -4.0)], targets)
+    rmse = float(np.sqrt((9 * 50 + 16 * 50) / 100))
+    result = ErrorGoal(metric="rmse", max=rmse, confidence=None).check(cand, cand)
+    assert result.outcome is Outcome.PASS and result.value == pytest.approx(rmse)
+    assert (
+        ErrorGoal(metric="rmse", max=rmse - 0.01, confidence=None).check(cand, cand).outcome
+        is Outcome.FAIL
+    )
+    assert ErrorGoal(metric="mae", max=3.5, confidence=None).check(
+        cand, cand
+    ).value == pytest.approx(3.5)
+
+
+def test_the_error_goal_fails_without_the_baseline_or_on_other_examples() -> None:
+    from validation.goals import ErrorGoal
+
+    targets = np.arange(10.0)
+    cand = regression(targets, targets)
+    missing = ErrorGoal(max_increase=1.0).check(cand, Evidence())
+    assert missing.outcome is Outcome.FAIL and missing.reason == "baseline mae was not measured"
+    other = ErrorGoal(max_increase=1.0).check(cand, regression(targets, targets + 1))
+    assert other.outcome is Outcome.FAIL and "different examples" in other.reason
+    assert ErrorGoal(max=1.0).check(Evidence(), cand).outcome is Outcome.FAIL

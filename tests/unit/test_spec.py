@@ -45,7 +45,7 @@ def test_unknown_key_names_the_path_and_allowed_fields(
     (line,) = errors_of(write_spec(demo_spec))
     assert "goals: unknown field 'latncy'" in line
     assert (
-        "allowed: accuracy, agreement, champion, fidelity, latency, per_class, size, speedup"
+        "allowed: accuracy, agreement, champion, error, fidelity, latency, per_class, size, speedup"
         in line
     )
 
@@ -96,7 +96,7 @@ def test_no_goal_at_all_is_refused(demo_spec: dict[str, Any], write_spec: Any) -
 def test_model_source_needs_exactly_one_kind(demo_spec: dict[str, Any], write_spec: Any) -> None:
     demo_spec["model"] = {"builtin": "digits_cnn", "onnx": "m.onnx"}
     (line,) = errors_of(write_spec(demo_spec))
-    assert "model: expected exactly one of 'builtin', 'onnx' or 'factory'" in line
+    assert "model: expected exactly one of 'builtin', 'onnx', 'factory' or 'huggingface'" in line
 
 
 def test_duplicate_candidate_names(demo_spec: dict[str, Any], write_spec: Any) -> None:

@@ -66,11 +66,12 @@ def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
                                out.root, lambda: _make(spec, run, info), run_id=run.run_id),
     }  # fmt: skip
     check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
-                spec.scored_output)  # fmt: skip
+                spec.scored_output, task=spec.task)  # fmt: skip
 
     def measure() -> list[str]:
         evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,
-                 output=spec.scored_output)  # fmt: skip
+                 output=spec.scored_output,
+                 task=spec.task, pooling=spec.embedding.pooling)  # fmt: skip
         benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
         return [out.metrics.name, out.predictions.name, out.benchmark.name]
 

@@ -42,9 +42,10 @@ def champion(spec: Spec, run_dir: Path) -> dict[str, Any]:
         shutil.copyfile(out.root / "version" / "model.onnx", out.model)
         info = dataset_info(run)
         check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
-                    spec.scored_output)  # fmt: skip
+                    spec.scored_output, task=spec.task)  # fmt: skip
         record["metrics"] = evaluate(out.model, run.split("test"), out.root,
-                                     threads=spec.target.threads, output=spec.scored_output)  # fmt: skip
+                                     threads=spec.target.threads, output=spec.scored_output,
+                 task=spec.task, pooling=spec.embedding.pooling)  # fmt: skip
     except SlimgateError as exc:
         # The champion exists but cannot be scored on today's data: champion goals fail closed.
         record["error"] = str(exc)

@@ -72,7 +72,7 @@ class Table:
         return np.concatenate([a.reshape(len(a), -1).astype(np.float64) for a in arrays], axis=1)
 
 
-def load_frame(spec: Spec) -> tuple[pd.DataFrame, str, str]:
+def load_frame(spec: Spec, *, labelled: bool = True) -> tuple[pd.DataFrame, str, str]:
     """The spec's dataset as a frame of feature columns and one label column.
 
     Only structural problems raise here (a missing or unreadable file, no label column); every
@@ -85,7 +85,7 @@ def load_frame(spec: Spec) -> tuple[pd.DataFrame, str, str]:
     if isinstance(source, BuiltinData):
         return _builtin_frame(source.builtin), "label", f"data.builtin={source.builtin}"
     path = spec.resolve(source.path)
-    return _file_frame(path, source), source.label, str(path)
+    return _file_frame(path, source, labelled=labelled), source.label, str(path)
 
 
 def builtin_labels(name: str) -> list[str] | None:
@@ -118,7 +118,7 @@ def _builtin_frame(name: str) -> pd.DataFrame:
     return frame
 
 
-def _file_frame(path: Path, source: FileData) -> pd.DataFrame:
+def _file_frame(path: Path, source: FileData, *, labelled: bool = True) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
@@ -136,6 +136,11 @@ def _file_frame(path: Path, source: FileData) -> pd.DataFrame:
             frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     except (OSError, ValueError, ImportError) as exc:
         raise DataError(f"data.path: cannot read {path} as {fmt}: {exc}") from exc
+    if not labelled:
+        if source.label in frame.columns:
+            raise DataError(f"{path}: task embedding takes no labels, but the data has a column "
+                            f"{source.label!r} (data.label); drop it, or set the task")  # fmt: skip
+        return frame
     if source.label not in frame.columns:
         raise DataError(
             f"{path}: label column {source.label!r} (data.label) not found; "
@@ -285,7 +290,9 @@ def is_tensor_npz(path: Path) -> bool:
         return not ("x" in arrays.files and arrays["x"].ndim == 2)
 
 
-def load_tensors(path: Path, label: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def load_tensors(
+    path: Path, label: str, *, labelled: bool = True
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """One array per model input, and the labels (``data.label``), from an NPZ or a folder of
     them (concatenated in file-name order). Structural problems only: every array needs one
     row per label, and every file the same arrays."""
@@ -304,6 +311,15 @@ def load_tensors(path: Path, label: str) -> tuple[dict[str, np.ndarray], np.ndar
                             f"{sorted(parts[0])}: every file needs the same arrays")  # fmt: skip
     where = str(files[0] if len(files) == 1 else path)
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if not labelled:
+        if label in arrays:
+            raise DataError(f"{where}: task embedding takes no labels, but the data has an array "
+                            f"{label!r} (data.label); drop it, or set the task")  # fmt: skip
+        n = {a.shape[0] for a in arrays.values() if a.ndim}
+        if len(n) != 1:
+            raise DataError(f"{where}: the inputs have different row counts: "
+                            f"{ {k: list(a.shape) for k, a in arrays.items()} }")  # fmt: skip
+        return arrays, None
     if label not in arrays:
         raise DataError(f"{where}: no array {label!r} of labels (data.label); arrays are "
                         f"{sorted(arrays)}")  # fmt: skip

@@ -24,18 +24,24 @@ def evaluate(
     threads: int = 2,
     reference: Path | None = None,
     output: str | None = None,
+    task: str = "classification",
+    pooling: str = "mean",
 ) -> dict[str, Any]:
     """Score ``model`` on the split in ``data`` with ONNX Runtime.
 
     Writes ``predictions.npz`` (labels, predictions, logits) and ``metrics.json`` to
     ``out_dir``. With ``reference`` (another model's ``predictions.npz`` on the same split),
     also records top-1 agreement with it. ``output`` names the scored output (default: the
-    model's first).
+    model's first). A regression is scored on MAE and RMSE; an embedding model's output is
+    pooled into one vector per row (``pooling``) and compared with the reference's.
     """
     x, y = load_split(data)
     logits = infer(session(model, threads), x, output=output, where=str(model))
-    if y.dtype.kind == "f":  # a regression's targets
+    if task == "regression":
         return _evaluate_regression(model, y, logits, out_dir)
+    if task == "embedding":
+        mask = x.get("attention_mask") if not isinstance(x, np.ndarray) else None
+        return _evaluate_embedding(model, pool(logits, mask, pooling), out_dir, reference)
     if logits.ndim != 2 or logits.shape[0] != len(y):
         raise ModelError(
             f"{model}: expected one row of class scores per example, got {logits.shape}"
@@ -91,5 +97,53 @@ def _evaluate_regression(
     out = ModelDir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out.predictions, labels=y, predictions=pred, logits=outputs)
+    write_json(out.metrics, metrics)
+    return metrics
+
+
+def pool(outputs: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarray:
+    """One vector per row: a [rows, sequence, hidden] output pooled by the mean over the
+    attention mask (or over every position without one), or its first token (``cls``)."""
+    if outputs.ndim == 2:
+        return outputs.astype(np.float64)
+    if outputs.ndim != 3:
+        raise ModelError(f"an embedding output must be [rows, hidden] or [rows, sequence, hidden], "
+                         f"got {list(outputs.shape)}")  # fmt: skip
+    if pooling == "cls":
+        return outputs[:, 0].astype(np.float64)
+    weights = np.ones(outputs.shape[:2]) if mask is None else mask.astype(np.float64)
+    total = (outputs * weights[..., None]).sum(axis=1)
+    return np.asarray(total / np.maximum(weights.sum(axis=1, keepdims=True), 1.0), np.float64)
+
+
+def _evaluate_embedding(
+    model: Path, embeddings: np.ndarray, out_dir: Path, reference: Path | None
+) -> dict[str, Any]:
+    from validation.stats import neighbour_overlap
+
+    stats = onnx_stats(model)
+    metrics: dict[str, Any] = {
+        "n_examples": len(embeddings),
+        "dimensions": int(embeddings.shape[1]),
+        "size_bytes": int(stats["bytes"]),
+        "parameters": int(stats["parameters"]),
+        "nodes": int(stats["nodes"]),
+        "sha256": sha256_file(model),
+    }
+    if reference is not None:
+        with np.load(reference, allow_pickle=False) as ref:
+            base = ref["logits"]
+        if base.shape != embeddings.shape:
+            raise ModelError(f"{reference}: reference embeddings are {list(base.shape)}, these "
+                             f"{list(embeddings.shape)}; they must embed the same split")  # fmt: skip
+        num = (embeddings * base).sum(axis=1)
+        den = np.linalg.norm(embeddings, axis=1) * np.linalg.norm(base, axis=1)
+        metrics["cosine"] = float(np.mean(num / np.maximum(den, 1e-12)))
+        if len(base) > 10:
+            metrics["neighbours@10"] = float(neighbour_overlap(embeddings, base, 10).mean())
+    out = ModelDir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    empty = np.zeros(0, np.int64)  # no labels, no predicted classes
+    np.savez_compressed(out.predictions, labels=empty, predictions=empty, logits=embeddings)
     write_json(out.metrics, metrics)
     return metrics

@@ -7,7 +7,7 @@ below the steps and the techniques that both use them.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,35 +66,42 @@ def load_factory(source: FactoryModel, spec: Spec) -> tuple[torch.nn.Module, boo
 def load_huggingface(
     source: HuggingFaceModel, spec: Spec, input_names: list[str]
 ) -> torch.nn.Module:
-    """A ``save_pretrained`` sequence classifier, loaded locally, as a module whose ``forward``
-    takes the data's inputs in order (``input_ids``, ``attention_mask``, ...) and returns the
-    logits: what is exported to ONNX and what torch-level techniques transform."""
+    """A ``save_pretrained`` model, loaded locally, as a module whose ``forward`` takes the
+    data's inputs in order (``input_ids``, ``attention_mask``, ...) and returns the logits of a
+    sequence classifier, or, for ``task: embedding``, the encoder's last hidden state: what is
+    exported to ONNX and what torch-level techniques transform."""
     import torch
 
     path = spec.resolve(source.huggingface)
     try:
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModel, AutoModelForSequenceClassification
     except ImportError as exc:
         raise ModelError(
             f"model.huggingface needs the transformers package: pip install 'slimgate[text]' ({exc})"
         ) from None
+    embedding = spec.task == "embedding"
+    auto: Any = AutoModel if embedding else AutoModelForSequenceClassification
     try:
         # eager attention exports as MatMul/Softmax, which ONNX Runtime's fusion recognises
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), local_files_only=True, attn_implementation="eager"
-        )
+        options: dict[str, Any] = {"local_files_only": True, "attn_implementation": "eager"}
+        try:  # an encoder's pooler is unused when the hidden states are the embedding
+            model = auto.from_pretrained(str(path), **options, **(
+                {"add_pooling_layer": False} if embedding else {}))  # fmt: skip
+        except TypeError:
+            model = auto.from_pretrained(str(path), **options)
     except Exception as exc:
-        raise ModelError(
-            f"model.huggingface: cannot load {path} as a sequence classifier: {exc}"
-        ) from None
+        kind = "an encoder" if embedding else "a sequence classifier"
+        raise ModelError(f"model.huggingface: cannot load {path} as {kind}: {exc}") from None
+    field = "last_hidden_state" if embedding else "logits"
 
-    class SequenceClassifier(torch.nn.Module):
+    class Wrapped(torch.nn.Module):
         def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
             super().__init__()
             self.model, self.names = model, tuple(names)
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-            logits: torch.Tensor = self.model(**dict(zip(self.names, inputs, strict=True))).logits
-            return logits
+            out = self.model(**dict(zip(self.names, inputs, strict=True)))
+            result: torch.Tensor = getattr(out, field)
+            return result
 
-    return SequenceClassifier(model.eval(), input_names)
+    return Wrapped(model.eval(), input_names)

@@ -23,7 +23,13 @@ def sha256_file(path: Path) -> str:
 
 
 def check_model(
-    path: Path, sample: Features, n_classes: int, threads: int = 1, output: str | None = None
+    path: Path,
+    sample: Features,
+    n_classes: int,
+    threads: int = 1,
+    output: str | None = None,
+    *,
+    task: str = "classification",
 ) -> None:
     """Fail with a clear message unless the model takes the data's inputs (``sample``: a few
     rows of them) and its scored ``output`` (default: the first) gives one row of class scores
@@ -41,6 +47,8 @@ def check_model(
             f"{path}: a batch of {n_rows(rows)} rows of the data fails: {exc}"
         ) from exc
     scored = output or sess.get_outputs()[0].name
+    if task == "embedding":  # any shape, one row per example
+        return
     if n_classes == 0:  # a regression: one value per row
         if out.shape not in ((n_rows(rows),), (n_rows(rows), 1)):
             raise ModelError(

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from components.baseline import data_sample, dataset_info, load_baseline_module
 from components.benchmark import benchmark
 from components.cache import candidate_inputs, measurement_inputs, open_cache, reuse_or_make
@@ -19,6 +21,7 @@ from components.onnx_utils import check_model
 from components.spec import Candidate, Spec
 from components.stores import sha256_file
 from optimizers.base import OnnxOptimizer, OptimizeContext, Stage, TorchOptimizer
+from optimizers.tensors import Features
 from optimizers.torch_utils import export_onnx
 
 __all__ = ["build_candidate", "candidate", "find_candidate", "measure_candidate"]
@@ -67,7 +70,7 @@ def build_candidate(spec: Spec, run: RunLayout, cand: Candidate) -> dict[str, An
                                lambda: _build(spec, run, cand, info), run_id=run.run_id),
     }  # fmt: skip
     check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
-                spec.scored_output)  # fmt: skip
+                spec.scored_output, task=spec.task)  # fmt: skip
     return record
 
 
@@ -77,7 +80,8 @@ def measure_candidate(spec: Spec, run: RunLayout, name: str) -> dict[str, Any]:
 
     def measure() -> list[str]:
         evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,
-                 reference=run.baseline.predictions, output=spec.scored_output)  # fmt: skip
+                 reference=run.baseline.predictions, output=spec.scored_output,
+                 task=spec.task, pooling=spec.embedding.pooling)  # fmt: skip
         benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
         compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
                 target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip
@@ -96,25 +100,30 @@ def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) ->
     out = run.candidate(cand.name)
     work = out.root / "work"
     work.mkdir(parents=True)
+    optimizers = [step.build() for step in cand.steps]
+    torch_steps = [o for o in optimizers if isinstance(o, TorchOptimizer)]
+    train = load_split(run.split("train"))
+    module = load_baseline_module(spec, run) if torch_steps else None
     ctx = OptimizeContext(
         workdir=work,
         seed=spec.training.seed,
         task=spec.task,
-        train=load_split(run.split("train")),
+        train=train,
         calibration=load_split(run.split("calibration")),
         threads=spec.target.threads,
+        # no labels to fine-tune on: the baseline's own outputs are what is learnt
+        targets=_outputs(module, train[0])
+        if module is not None and spec.task == "embedding"
+        else None,
     )
-    optimizers = [step.build() for step in cand.steps]
     records = []
     start = time.perf_counter()
 
-    torch_steps = [o for o in optimizers if isinstance(o, TorchOptimizer)]
     # A private copy: ONNX tools write temporary files next to their input (onnxruntime's
     # quantize_dynamic writes <input>-inferred.onnx), and candidates run in parallel.
     current = work / "baseline.onnx"
     shutil.copyfile(run.baseline.model, current)
-    if torch_steps:
-        module = load_baseline_module(spec, run)
+    if module is not None:
         for opt in torch_steps:
             module, rec = opt.run(module, ctx)
             records.append(rec.to_dict())
@@ -136,3 +145,17 @@ def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) ->
         },
     )
     return [out.model.name, out.optimize_record.name]
+
+
+def _outputs(module: Any, x: Features, batch: int = 256) -> np.ndarray:
+    """A module's outputs on every row, in batches."""
+    import torch
+
+    from optimizers.tensors import n_rows, subset, to_torch
+    from optimizers.torch_utils import scores
+
+    parts = []
+    with torch.no_grad():
+        for i in range(0, n_rows(x), batch):
+            parts.append(scores(module, *to_torch(subset(x, slice(i, i + batch)))).numpy())
+    return np.concatenate(parts)

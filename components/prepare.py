@@ -52,8 +52,8 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
     builtin = spec.data.builtin if isinstance(spec.data, BuiltinData) else None
     ranges = rules.ranges or BUILTIN_RANGES.get(builtin or "", {})
     labels = rules.labels or (builtin_labels(builtin) if builtin else None)
-    if spec.task == "regression":
-        labels = None  # numeric targets, no label set
+    if spec.task != "classification":
+        labels = None  # numeric targets, or no labels at all: no label set
     tensor_path = None
     if isinstance(spec.data, FileData) and spec.data.format in (None, "npz"):
         path = spec.resolve(spec.data.path)
@@ -154,7 +154,8 @@ def _tensor_table(
     if rules.expectations:
         raise DataError(f"validation.expectations: great-expectations expectations apply to "
                         f"table columns; {path} holds tensors (use validation.ranges per input)")  # fmt: skip
-    inputs, y = load_tensors(path, label)
+    inputs, labelled = load_tensors(path, label, labelled=spec.task != "embedding")
+    y = labelled if labelled is not None else np.zeros(len(next(iter(inputs.values()))), np.float32)
     report = tensor_checks(inputs, y, ranges=ranges, labels_allowed=labels,
                            min_rows=rules.min_rows, duplicates=not rules.allow_duplicates)  # fmt: skip
     return Table(inputs, *_labels(spec, y, label, str(path))), report, str(path)
@@ -167,7 +168,7 @@ def _text_table(
     labels: list[str] | None,
 ) -> tuple[Table, DataReport, str]:
     """A text column turned into the model's inputs by a local Hugging Face tokenizer."""
-    frame, label, where = load_frame(spec)
+    frame, label, where = load_frame(spec, labelled=spec.task != "embedding")
     text = str(source.text)
     if text not in frame.columns:
         raise DataError(f"{where}: text column {text!r} (data.text) not found; columns are "
@@ -187,7 +188,7 @@ def _text_table(
     encoded = tokenizer([v if isinstance(v, str) else "" for v in values], max_length=source.max_length,
                         padding="max_length", truncation=True, return_tensors="np")  # fmt: skip
     inputs = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
-    y = frame[label].to_numpy()
+    y = frame[label].to_numpy() if spec.task != "embedding" else np.zeros(len(frame), np.float32)
     report = tensor_checks(inputs, y, ranges=ranges, labels_allowed=labels,
                            min_rows=spec.validation.min_rows,
                            duplicates=not spec.validation.allow_duplicates)  # fmt: skip
@@ -210,6 +211,8 @@ def _labels(
 ) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """Class indices and the sorted classes, or a regression's float32 targets and no classes;
     with the feature names of tensor data (none)."""
+    if spec.task == "embedding":  # no labels: zeros stand in, never scored
+        return y.astype(np.float32), (), ()
     if spec.task == "regression":
         if y.dtype.kind not in "biuf":
             raise DataError(f"{where}: labels {label!r} must be numeric for task regression; "

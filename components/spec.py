@@ -37,6 +37,7 @@ __all__ = [
     "CacheSettings",
     "Candidate",
     "DataValidation",
+    "Embedding",
     "FactoryModel",
     "FileData",
     "HuggingFaceModel",
@@ -88,6 +89,16 @@ class FactoryModel(StrictModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     output: str | None = Field(
         default=None, description="the scored output of a model returning several: output_<i>"
+    )
+
+
+class Embedding(StrictModel):
+    """How an embedding model's output becomes one vector per row (``task: embedding``)."""
+
+    pooling: Literal["mean", "cls"] = Field(
+        default="mean",
+        description="of a [batch, sequence, hidden] output: the mean over the attention mask, or "
+        "the first token; a [batch, hidden] output is taken as it is",
     )
 
 
@@ -580,10 +591,12 @@ class Spec(StrictModel):
     """A slimgate run: model, data, target hardware, goals, candidate recipes, and where to publish."""
 
     name: str = Field(pattern=_NAME, description="the model's name in the registry")
-    task: Literal["classification", "regression"] = Field(
+    task: Literal["classification", "regression", "embedding"] = Field(
         default="classification",
-        description="regression: one output per row, numeric labels, gated on goals.error",
+        description="regression: one output per row, numeric labels, gated on goals.error; "
+        "embedding: no labels, gated on fidelity and neighbours to the baseline",
     )
+    embedding: Embedding = Field(default_factory=Embedding)
     model: ModelSource
     data: DataSource
     split: Split = Split()
@@ -634,34 +647,38 @@ class Spec(StrictModel):
         return problems
 
     def _task_problems(self) -> list[str]:
-        """What the task rules out: goals, policies, techniques and sources of the other task."""
+        """What the task rules out: goals, policies, techniques and sources of another task."""
         problems = []
         regression = self.task == "regression"
         if isinstance(self.data, BuiltinData) and (self.data.builtin == "diabetes") != regression:
             problems.append(f"data.builtin={self.data.builtin} is a "
                             f"{'regression' if self.data.builtin == 'diabetes' else 'classification'} "
                             f"dataset; set task accordingly (task is {self.task})")  # fmt: skip
-        wrong = ("accuracy", "per_class", "agreement", "champion") if regression else ("error",)
-        for name in wrong:
-            if getattr(self.goals, name) is not None:
-                problems.append(
-                    f"goals.{name} applies to task "
-                    f"{'classification' if regression else 'regression'}; this spec's task is "
-                    f"{self.task}" + ("; use goals.error (mae or rmse)" if regression else "")
-                )  # fmt: skip
-        if not regression:
+        goals_of = {"classification": {"accuracy", "per_class", "agreement", "champion"},
+                    "regression": {"error"}, "embedding": {"neighbours"}}  # fmt: skip
+        own = {"classification": "", "regression": "; use goals.error (mae or rmse)",
+               "embedding": "; use goals.fidelity and goals.neighbours"}  # fmt: skip
+        for task, names in goals_of.items():
+            for name in sorted(names) if task != self.task else ():
+                if getattr(self.goals, name) is not None:
+                    problems.append(f"goals.{name} applies to task {task}; this spec's task is "
+                                    f"{self.task}{own[self.task]}")  # fmt: skip
+        if self.task == "classification":
             return problems
         if self.select == "knee":
-            problems.append("select: knee trades latency against accuracy; for task regression "
+            problems.append(f"select: knee trades latency against accuracy; for task {self.task} "
                             "use fastest or smallest")  # fmt: skip
         if self.search is not None:
-            problems.append("search: supports task classification for now; list regression "
+            problems.append(f"search: supports task classification for now; list {self.task} "
                             "recipes under candidates")  # fmt: skip
         if self.training.tune is not None:
             problems.append("training.tune: supports task classification for now")
-        if isinstance(self.model, BuiltinModel) and self.model.builtin != "tabular_mlp":
+        if isinstance(self.model, BuiltinModel) and (
+            regression is False or self.model.builtin != "tabular_mlp"
+        ):
             problems.append(f"model.builtin={self.model.builtin} is a classifier; for task "
-                            "regression use tabular_mlp, a factory or an ONNX file")  # fmt: skip
+                            f"{self.task} use "
+                            f"{'tabular_mlp, ' if regression else ''}a factory or an ONNX file")  # fmt: skip
         for i, cand in enumerate(self.candidates):
             for step in cand.steps:
                 tasks = step.build().tasks

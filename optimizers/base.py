@@ -67,6 +67,8 @@ class OptimizeContext:
     workdir: Path
     seed: int = 0
     task: str = "classification"  # fine-tuning's loss: cross-entropy, or squared error
+    # embedding: the baseline's outputs on ``train``, which fine-tuning learns (no labels)
+    targets: np.ndarray | None = None
     train: tuple[Features, np.ndarray] | None = None  # inputs (one array, or one per name), labels
     calibration: tuple[Features, np.ndarray] | None = None
     threads: int = 2
@@ -115,7 +117,7 @@ class Optimizer(ABC, Generic[C]):
     description: ClassVar[str]
     version: ClassVar[int] = 1
     # the tasks it supports; a spec with another is refused before any work, naming it
-    tasks: ClassVar[frozenset[str]] = frozenset({"classification", "regression"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification", "regression", "embedding"})
 
     def __init__(self, config: C | Mapping[str, Any] | None = None) -> None:
         if config is None:

@@ -214,8 +214,9 @@ def train_classifier(
     training: TrainingSettings,
     task: str = "classification",
 ) -> dict[str, Any]:
-    """Train with AdamW and a one-cycle schedule on cross-entropy (or squared error for
-    ``task="regression"``, one output per row); deterministic for a seed.
+    """Train with AdamW and a one-cycle schedule on cross-entropy (squared error for
+    ``task="regression"``, one output per row; for ``"embedding"``, squared error to the
+    outputs ``y``); deterministic for a seed.
 
     ``x`` is one array or one per input, passed to ``forward`` in order."""
     import torch
@@ -240,8 +241,12 @@ def train_classifier(
             idx = perm[i : i + training.batch_size]
             opt.zero_grad()
             out = scores(model, *(t[idx] for t in xs))
-            loss = (nn.functional.cross_entropy(out, yt[idx]) if task == "classification"
-                    else nn.functional.mse_loss(out.reshape(-1), yt[idx].float()))  # fmt: skip
+            if task == "classification":
+                loss = nn.functional.cross_entropy(out, yt[idx])
+            elif task == "regression":
+                loss = nn.functional.mse_loss(out.reshape(-1), yt[idx].float())
+            else:  # embedding: y holds the outputs to learn (the baseline's)
+                loss = nn.functional.mse_loss(out, yt[idx].float())
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
@@ -266,12 +271,17 @@ def weight_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 def fine_tune(
     model: torch.nn.Module, ctx: OptimizeContext, epochs: int, lr: float
 ) -> dict[str, Any]:
-    """Fine-tune a transformed model on the context's training split (nothing for 0 epochs)."""
+    """Fine-tune a transformed model on the context's training split (nothing for 0 epochs):
+    on its labels, or, for an embedding model, on the baseline's outputs."""
     if epochs == 0:
         return {"epochs": 0}
     if ctx.train is None:
         raise ValueError("fine-tuning needs the training split, and this context has none")
     x, y = ctx.train
+    if ctx.task == "embedding":  # no labels: learn the baseline's outputs (a distillation loss)
+        if ctx.targets is None:
+            raise ValueError("fine-tuning an embedding model needs the baseline's outputs")
+        y = ctx.targets
     history = train_classifier(model, x, y, TrainSettings(epochs=epochs, lr=lr, seed=ctx.seed),
                                ctx.task)  # fmt: skip
     return {"epochs": epochs, "final_loss": history["loss"][-1]}

@@ -18,8 +18,10 @@ from pydantic import Field, model_validator
 
 from validation._strict import StrictModel
 from validation.stats import (
+    bootstrap_mean_lower,
     clopper_pearson_lower,
     examples_needed,
+    neighbour_overlap,
     paired_bootstrap_error_upper,
     paired_bootstrap_upper,
     percentile_upper_bound,
@@ -39,6 +41,7 @@ __all__ = [
     "GoalResult",
     "Goals",
     "LatencyGoal",
+    "NeighbourGoal",
     "NoEvidence",
     "Outcome",
     "PerClassGoal",
@@ -501,6 +504,40 @@ class FidelityGoal(Goal):
         return _worst_of(results)
 
 
+class NeighbourGoal(Goal):
+    """An embedding model keeps its neighbourhoods: for each test row, the share of its ``k``
+    nearest rows under the baseline's embeddings that stay among its ``k`` nearest under the
+    candidate's, on average at least ``min``. Needs no labels; decided on a one-sided bootstrap
+    lower bound over rows."""
+
+    name: ClassVar[str] = "neighbours"
+    min: float = Field(gt=0, le=1)
+    k: int = Field(default=10, ge=1)
+    confidence: float | None = Field(default=0.95, ge=0.5, lt=1)
+
+    def check(
+        self, candidate: Evidence, baseline: Evidence, champion: Champion = None
+    ) -> GoalResult:
+        metric = f"neighbours@{self.k}"
+        a, b = candidate.logits, baseline.logits
+        if a is None or b is None or a.shape != b.shape or a.ndim != 2:
+            return self._missing(metric, ">=", self.min, "embeddings of candidate and baseline")
+        if a.shape[0] <= self.k:
+            return GoalResult(self.name, metric, ">=", self.min, None, Outcome.FAIL,
+                              f"{a.shape[0]} test rows cannot have {self.k} neighbours each")  # fmt: skip
+        shares = neighbour_overlap(a, b, self.k)
+        value = float(shares.mean())
+        bound = None if self.confidence is None else bootstrap_mean_lower(shares, self.confidence)
+        outcome = _decide(value, bound, self.min, ">=")
+        reason = f"{value:.4f} of {self.k} nearest neighbours kept on {a.shape[0]} rows"
+        if bound is not None:
+            reason += f", lower bound {bound:.4f}"
+        reason += {Outcome.PASS: " >= ", Outcome.FAIL: " < "}.get(outcome, ", bound below ")
+        reason += f"{self.min:g}"
+        return GoalResult(self.name, metric, ">=", self.min, value, outcome, reason, bound,
+                          self.confidence)  # fmt: skip
+
+
 class ChampionGoal(Goal):
     """Champion/challenger: the candidate against the model now behind ``production``.
 
@@ -620,6 +657,7 @@ class Goals(StrictModel):
     agreement: AgreementGoal | None = None
     fidelity: FidelityGoal | None = None
     error: ErrorGoal | None = None
+    neighbours: NeighbourGoal | None = None
     champion: ChampionGoal | None = None
 
     @model_validator(mode="after")

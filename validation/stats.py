@@ -175,3 +175,29 @@ def paired_bootstrap_error_upper(
 def regression_error(target: np.ndarray, prediction: np.ndarray, metric: str) -> float:
     diff = np.asarray(prediction, dtype=np.float64) - np.asarray(target, dtype=np.float64)
     return float(np.abs(diff).mean() if metric == "mae" else np.sqrt((diff**2).mean()))
+
+
+def neighbour_overlap(candidate: np.ndarray, baseline: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the share of its ``k`` nearest rows (by cosine, itself excluded) under the
+    baseline's embeddings that are also among its ``k`` nearest under the candidate's."""
+
+    def neighbours(e: np.ndarray) -> np.ndarray:
+        unit = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        sim = unit @ unit.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+
+    a, b = (
+        neighbours(np.asarray(candidate, np.float64)),
+        neighbours(np.asarray(baseline, np.float64)),
+    )
+    return np.array([len(set(x) & set(y)) / k for x, y in zip(a, b, strict=True)])
+
+
+def bootstrap_mean_lower(values: np.ndarray, confidence: float, *, resamples: int = 4000,
+                         seed: int = 0) -> float:  # fmt: skip
+    """One-sided lower confidence bound on the mean of per-row values (bootstrap over rows)."""
+    v = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
+    return float(np.quantile(means, 1 - confidence, method="lower"))

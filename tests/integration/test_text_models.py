@@ -135,3 +135,104 @@ def test_its_three_input_onnx_export_classifies_the_same_text(
     assert names == ["input_ids", "attention_mask", "token_type_ids"]
     assert read_json(layout.baseline.metrics)["accuracy"] > 0.9
     assert result.status == "promoted", read_json(layout.verdict)["reason"]
+
+
+@pytest.fixture(scope="module")
+def embedder(encoder: dict[str, Path]) -> dict[str, Path]:
+    """A sentence encoder (a BertModel, no head) saved with save_pretrained, texts without
+    labels, and its ONNX export whose output is last_hidden_state [batch, sequence, hidden]."""
+    import pandas as pd
+    import torch
+    from transformers import BertConfig, BertModel
+
+    root = encoder["root"]
+    sentences, _ = texts(360, seed=1)
+    pd.DataFrame({"text": sentences}).drop_duplicates().to_csv(root / "unlabelled.csv", index=False)
+    settings: dict[str, Any] = dict(
+        vocab_size=len(KEYWORDS) + len(FILLER) + 5, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=32,
+        attn_implementation="eager",
+    )  # fmt: skip
+    torch.manual_seed(1)
+    model = BertModel(BertConfig(**settings), add_pooling_layer=False).eval()  # type: ignore[no-untyped-call]
+    model.save_pretrained(root / "encoder")
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> Any:
+            out = self.model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            return out.last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    sample = tuple(torch.ones(1, 16, dtype=torch.int64) for _ in names)
+    torch.onnx.export(Hidden(), sample, str(root / "encoder.onnx"), input_names=names,
+                      output_names=["last_hidden_state"],
+                      dynamic_axes={n: {0: "batch"} for n in [*names, "last_hidden_state"]},
+                      opset_version=17, dynamo=False)  # fmt: skip
+    return {"root": root}
+
+
+def embedding_spec(root: Path, name: str, **fields: Any) -> Path:
+    return spec_file(
+        root, name, task="embedding",
+        data={"path": str(root / "unlabelled.csv"), "text": "text",
+              "tokenizer": str(root / "tokenizer"), "max_length": 16},
+        goals={"fidelity": {"min_cosine": 0.98}, "neighbours": {"min": 0.6, "k": 5}},
+        **fields,
+    )  # fmt: skip
+
+
+def test_an_unlabelled_encoder_is_gated_on_fidelity_and_neighbours(
+    embedder: dict[str, Path], tmp_path: Path
+) -> None:
+    root = embedder["root"]
+    path = embedding_spec(root, "embed-hf", model={"huggingface": str(root / "encoder")},
+                          candidates=[["quantization.dynamic_int8"],
+                                      [{"pruning.structured": {"ratio": 0.25, "fine_tune_epochs": 3}},
+                                       "quantization.dynamic_int8"]])  # fmt: skip
+    result = run(load_spec(path), tmp_path / "runs")
+    layout = RunLayout(result.run_dir)
+    assert read_json(layout.dataset)["classes"] == []
+    base = read_json(layout.baseline.metrics)
+    assert base["dimensions"] == 32 and "accuracy" not in base
+    pruned = "c1-structured-dynamic-int8"
+    step = read_json(layout.candidate(pruned).optimize_record)["steps"][0]
+    # fine-tuned on the baseline's outputs: there are no labels
+    assert step["details"]["fine_tune"]["epochs"] == 3
+    assert step["details"]["heads"] == [[4, 3], [4, 3]]
+    verdict = read_json(layout.verdict)
+    for entry in verdict["candidates"]:
+        assert {g["goal"] for g in entry["goals"]} == {"fidelity", "neighbours"}
+        assert all(g["value"] is not None for g in entry["goals"])
+    int8 = read_json(layout.candidate("c0-dynamic-int8").metrics)
+    assert int8["cosine"] > 0.98 and int8["neighbours@10"] > 0.6
+    assert result.status == "promoted", verdict["reason"]
+
+
+def test_an_encoder_export_with_a_sequence_output_is_mean_pooled(
+    embedder: dict[str, Path], tmp_path: Path
+) -> None:
+    root = embedder["root"]
+    path = embedding_spec(root, "embed-onnx", model={"onnx": str(root / "encoder.onnx")})
+    result = run(load_spec(path), tmp_path / "runs")
+    layout = RunLayout(result.run_dir)
+    with np.load(layout.baseline.predictions) as arrays:
+        assert arrays["logits"].shape[1] == 32  # [rows, hidden]: pooled over the mask
+    assert result.status == "promoted", read_json(layout.verdict)["reason"]
+
+
+def test_labels_for_an_embedding_task_are_refused_by_name(
+    encoder: dict[str, Path], tmp_path: Path
+) -> None:
+    from components.errors import DataError
+
+    root = encoder["root"]
+    path = spec_file(root, "embed-labelled", task="embedding",
+                     model={"onnx": str(root / "model.onnx")},
+                     goals={"fidelity": {"min_cosine": 0.9}})  # fmt: skip
+    with pytest.raises(DataError, match=r"texts\.csv: task embedding takes no labels, but the "
+                                        r"data has a column 'label' \(data\.label\)"):  # fmt: skip
+        run(load_spec(path), tmp_path / "runs")

@@ -42,6 +42,9 @@ def evaluate(
     if task == "embedding":
         mask = x.get("attention_mask") if not isinstance(x, np.ndarray) else None
         return _evaluate_embedding(model, pool(logits, mask, pooling), out_dir, reference)
+    if logits.ndim == 1 or (logits.ndim == 2 and logits.shape[1] == 1):
+        # a binary classifier with a single logit: class 1 when it is positive
+        logits = np.stack([np.zeros(len(logits)), logits.reshape(len(logits))], axis=1)
     if logits.ndim != 2 or logits.shape[0] != len(y):
         raise ModelError(
             f"{model}: expected one row of class scores per example, got {logits.shape}"

@@ -57,6 +57,8 @@ def check_model(
                 + ("" if output else "; name the predicted output with model.output")
             )
         return
+    if n_classes == 2 and out.shape in ((n_rows(rows),), (n_rows(rows), 1)):
+        return  # a binary classifier with a single logit
     if out.shape != (n_rows(rows), n_classes):
         raise ModelError(
             f"{path}: output {scored!r} has shape {list(out.shape[1:])} per row; "

@@ -195,3 +195,31 @@ def test_tensor_data_is_checked_input_by_input(images: dict[str, Path], tmp_path
     checks = json.loads((run_dir / "data" / "validation.json").read_text())["results"]
     assert {c["check"] for c in checks} >= {"min_rows", "numeric_dtype", "finite_values",
                                             "no_duplicate_rows"}  # fmt: skip
+
+
+def test_a_binary_classifier_with_a_single_logit_is_scored(tmp_path: Path) -> None:
+    """A model whose output is one logit per row (class 1 when positive), as many binary
+    classifiers are exported, on the breast-cancer table."""
+    import torch
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    model = torch.nn.Sequential(torch.nn.Linear(30, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
+    for _ in range(200):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xt)[:, 0], yt)
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    export_onnx(model, x[:1], tmp_path / "binary.onnx")
+    np.savez(tmp_path / "table.npz", x=x, label=y)
+    spec = {"name": "binary", "model": {"onnx": str(tmp_path / "binary.onnx")},
+            "data": {"path": str(tmp_path / "table.npz")}, "target": {"threads": 1},
+            "benchmark": QUICK_BENCHMARK, "goals": {"accuracy": {"max_drop": 0.05}},
+            "candidates": [["quantization.dynamic_int8"]], "registry": str(tmp_path / "registry")}  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = run(load_spec(tmp_path / "spec.yaml"), tmp_path / "runs")
+    assert read_json(RunLayout(result.run_dir).baseline.metrics)["accuracy"] > 0.95
+    assert result.status == "promoted"

@@ -126,9 +126,13 @@ def test_its_three_input_onnx_export_classifies_the_same_text(
     encoder: dict[str, Path], tmp_path: Path
 ) -> None:
     root = encoder["root"]
-    path = spec_file(root, "text-onnx", model={"onnx": str(root / "model.onnx")})
+    path = spec_file(root, "text-onnx", model={"onnx": str(root / "model.onnx")},
+                     candidates=[["quantization.dynamic_int8"], ["quantization.static_int8"]])  # fmt: skip
     result = run(load_spec(path), tmp_path / "runs")
     layout = RunLayout(result.run_dir)
+    # calibration fed all three inputs (a missing one would fail the step)
+    static = read_json(layout.candidate("c1-static-int8").optimize_record)["steps"][0]["details"]
+    assert static["calibration_rows"] >= 16 and static["qdq_pairs"] > 0
     import onnxruntime as ort
 
     names = [i.name for i in ort.InferenceSession(str(layout.baseline.model)).get_inputs()]

@@ -87,14 +87,14 @@ def summary(spec: Spec, run_dir: Path) -> None:
     from rich.table import Table
 
     from components.layout import RunLayout
-    from components.report import collect, speedup_text
+    from components.report import QUALITY_HEADERS, collect, quality_column, speedup_text
 
     data = collect(spec, run_dir)
     table = Table(title=f"{spec.name}: baseline and candidates", title_justify="left")
-    quality = "mae" if data["baseline"].get("mae") is not None else "accuracy"
+    quality = quality_column(data["baseline"])
     for col in (
         "model",
-        "MAE" if quality == "mae" else "accuracy",
+        QUALITY_HEADERS[quality],
         "agreement",
         "size MB",
         "p50 ms",

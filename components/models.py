@@ -79,6 +79,11 @@ def load_huggingface(
         raise ModelError(
             f"model.huggingface needs the transformers package: pip install 'slimgate[text]' ({exc})"
         ) from None
+    from transformers.utils import logging as hf_logging
+
+    # the load report lists unused heads (a pooler) as warnings, with a progress bar
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     embedding = spec.task == "embedding"
     auto: Any = AutoModel if embedding else AutoModelForSequenceClassification
     try:

@@ -36,6 +36,7 @@ def _model_row(name: str, recipe: str, mdir: ModelDir) -> dict[str, Any]:
         "accuracy": metrics.get("accuracy"),
         "mae": metrics.get("mae"),  # a regression's error, where accuracy would be
         "rmse": metrics.get("rmse"),
+        "cosine": metrics.get("cosine"),  # an embedding's, to the baseline's
         "agreement": metrics.get("agreement"),
         "size_bytes": metrics.get("size_bytes"),
         "parameters": metrics.get("parameters"),
@@ -122,6 +123,17 @@ def _without_samples(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "samples_ms"}
 
 
+QUALITY_HEADERS = {"accuracy": "accuracy", "mae": "MAE", "cosine": "cosine to baseline"}
+
+
+def quality_column(baseline: dict[str, Any]) -> str:
+    """What a model table shows for quality: accuracy, a regression's MAE, or an embedding's
+    cosine to the baseline."""
+    if baseline.get("accuracy") is not None:
+        return "accuracy"
+    return "mae" if baseline.get("mae") is not None else "cosine"
+
+
 def speedup_text(row: dict[str, Any]) -> str:
     """``1.56x [1.41, 1.70]``: the comparison's estimate and interval, or what is known."""
     if row.get("speedup") is None:
@@ -181,9 +193,9 @@ def _html(d: dict[str, Any]) -> str:
     parts.append(headline)
     if d.get("error"):
         parts.append(f'<p class="fail">Error: {e(d["error"])}</p>')
-    quality = "mae" if d["baseline"].get("mae") is not None else "accuracy"
+    quality = quality_column(d["baseline"])
     parts.append("</p><h2>Models</h2><table><tr><th>model</th><th class=l>recipe</th>"
-                 f"<th>{'MAE' if quality == 'mae' else 'accuracy'}</th>"
+                 f"<th>{QUALITY_HEADERS[quality]}</th>"
                  "<th>agreement</th><th>size MB</th><th>parameters</th><th>batch</th>"
                  "<th>p50 ms</th><th>p95 ms (bound)</th><th>speedup [interval]</th>"
                  "<th>of limit</th><th>verdict</th></tr>")  # fmt: skip

@@ -14,7 +14,7 @@ from components.data import load_split
 from components.errors import DataError, ModelError
 from components.evaluate import evaluate
 from components.layout import RunLayout, read_json, write_json
-from components.models import build_builtin, load_factory, load_huggingface
+from components.models import bind_inputs, build_builtin, load_factory, load_huggingface
 from components.onnx_utils import check_model
 from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, Spec
 from components.stores import sha256_file
@@ -104,6 +104,9 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
             module, loaded = load_huggingface(source, spec, _input_names(x, source)), True
         else:
             module, loaded = load_factory(source, spec)
+            module = bind_inputs(
+                module, [] if isinstance(x, np.ndarray) else list(x), source.factory
+            )
         if not loaded:
             training = spec.training
             if training.tune is not None:
@@ -155,6 +158,8 @@ def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:
         module = load_huggingface(source, spec, _input_names(x, source))
     else:
         module, _ = load_factory(source.model_copy(update={"weights": None}), spec)
+        x, _ = load_split(run.split("test"))
+        module = bind_inputs(module, [] if isinstance(x, np.ndarray) else list(x), source.factory)
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     module.eval()
     return module

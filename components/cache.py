@@ -260,6 +260,11 @@ def baseline_inputs(spec: Spec, fingerprint: str) -> dict[str, Any]:
     return inputs
 
 
+def _scoring(spec: Spec) -> dict[str, Any]:
+    """What turns a model's outputs into what is judged: the task, the scored output, pooling."""
+    return {"task": spec.task, "output": spec.scored_output, "pooling": spec.embedding.pooling}
+
+
 def candidate_inputs(
     spec: Spec, fingerprint: str, parent: dict[str, str], cand: Candidate
 ) -> dict[str, Any]:
@@ -270,6 +275,7 @@ def candidate_inputs(
         "recipe": [json.loads(step.build().config_json()) for step in cand.steps],
         "data": fingerprint,
         "seed": spec.training.seed,
+        "scoring": _scoring(spec),  # fine-tuning's loss depends on the task
         "target": {"device": spec.target.device, "provider": spec.target.provider},
         "libraries": library_versions("torch", "torch-pruning", "onnx", "onnxruntime", "numpy"),
     }
@@ -289,6 +295,7 @@ def measurement_inputs(
         "target": spec.target.model_dump(),
         "benchmark": spec.benchmark.model_dump(),
         "speed_batch": spec.speed_batch(),
+        "scoring": _scoring(spec),
         "hardware": {"cpu": cpu.model, "logical_cores": cpu.logical_cores},
         "libraries": library_versions("onnxruntime", "numpy"),
     }

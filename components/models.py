@@ -110,3 +110,39 @@ def load_huggingface(
             return result
 
     return Wrapped(model.eval(), input_names)
+
+
+def bind_inputs(module: torch.nn.Module, names: list[str], factory: str) -> torch.nn.Module:
+    """A factory's module over several named inputs, called by name: the data's arrays (or the
+    tokenizer's outputs) come in their own order, and ``forward``'s parameters may be in another
+    (``input_ids, attention_mask`` against a tokenizer's ``input_ids, token_type_ids,
+    attention_mask``). One input is passed as it is."""
+    import inspect
+
+    import torch
+
+    if len(names) <= 1:
+        return module
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = {p.name: p for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in kinds}  # fmt: skip
+    if list(params)[: len(names)] == names:
+        return module
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
+    missing = [n for n in required if n not in names]
+    if missing:
+        raise ModelError(f"model.factory: {factory}'s forward needs {missing}, which the data's "
+                         f"inputs {names} do not have: name the arrays (or the tokenizer's "
+                         "outputs) as forward's parameters")  # fmt: skip
+    taken = tuple(n for n in names if n in params)  # arrays forward does not take are left out
+
+    class ByName(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model, self.names = model, tuple(names)
+
+        def forward(self, *inputs: torch.Tensor) -> Any:
+            given = dict(zip(self.names, inputs, strict=True))
+            return self.model(**{n: given[n] for n in taken})
+
+    return ByName(module)

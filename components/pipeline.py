@@ -37,7 +37,7 @@ from components.layout import RunLayout
 from components.records import StepError, StepRecord
 
 if TYPE_CHECKING:
-    from components.records import Verdict
+    from components.records import Promotion, Verdict
     from components.spec import Spec
 
 __all__ = [
@@ -115,6 +115,10 @@ def _selected(spec: Spec, result: Verdict) -> str:
     return result.selected or ""
 
 
+def _promotion(spec: Spec, result: Promotion) -> dict[str, Any]:
+    return result.model_dump(mode="json", exclude_unset=True)
+
+
 STEPS: tuple[Step, ...] = (
     Step("prepare_data", "components.prepare:prepare_data",
          "load, validate (great-expectations) and split the data",
@@ -139,12 +143,26 @@ STEPS: tuple[Step, ...] = (
          value=Value("selected", _selected), outputs=("metrics", "selected")),
     Step("promote", "components.promote:promote",
          "publish the selected candidate and move the production alias; or reject the release",
-         inputs=(("expect", "gate"),), outputs=("promotion",)),
+         inputs=(("expect", "gate"),), value=Value("promotion", _promotion),
+         outputs=("promotion",)),
     Step("report", "components.report:report",
          "write report.json and report.html", always=True, outputs=("html",)),
 )  # fmt: skip
 
 _BY_NAME = {s.name: s for s in STEPS}
+
+
+def after_fan_out(s: Step) -> bool:
+    """Whether ``s`` comes right after a fan-out step: orchestrators run it when that step's
+    items are done whatever their state (none, because there were no items; or a task killed
+    before it could record its failure), and the gate judges what it finds."""
+    i = STEPS.index(s)
+    return i > 0 and STEPS[i - 1].fan_out is not None
+
+
+def consumed(s: Step) -> bool:
+    """Whether a later step takes what ``s`` hands on."""
+    return any(t.fan_out == s.name or any(src == s.name for _, src in t.inputs) for t in STEPS)
 
 
 def step(name: str) -> Step:

@@ -646,6 +646,26 @@ class Spec(StrictModel):
             problems.append("training.tune.space.width: only built-in models have a width")
         return problems
 
+    def _output_problems(self) -> list[str]:
+        """What the scored output rules out."""
+        problems = []
+        regression = self.task == "regression"
+        output = getattr(self.model, "output", None)
+        trains = isinstance(self.model, FactoryModel) and not self.model.weights
+        torch_steps = [s.key for c in self.candidates for s in c.steps
+                       if s.build().stage is Stage.TORCH]  # fmt: skip
+        if (
+            isinstance(self.model, FactoryModel)
+            and output not in (None, "output_0")
+            and (trains or torch_steps)
+        ):
+            problems.append(f"model.output={output}: training and fine-tuning use a factory's "
+                            "first output; return the scored output first (output_0)")  # fmt: skip
+        if regression and self.goals.fidelity is not None and self.goals.fidelity.min_cosine:
+            problems.append("goals.fidelity.min_cosine: a regression has one value per row, whose "
+                            "cosine is only its sign; use goals.error or fidelity.max_abs_error")  # fmt: skip
+        return problems
+
     def _task_problems(self) -> list[str]:
         """What the task rules out: goals, policies, techniques and sources of another task."""
         problems = []
@@ -689,7 +709,7 @@ class Spec(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
-        problems = self._model_problems() + self._task_problems()
+        problems = self._model_problems() + self._task_problems() + self._output_problems()
         if not self.candidates and self.search is None:
             problems.append("candidates: none given and no search; give recipes in one or both")
         for goal_name in ("latency", "speedup"):

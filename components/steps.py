@@ -53,9 +53,10 @@ Writer = Callable[[str], None]
 OUTPUTS: dict[str, Callable[[RunLayout, StepRecord, Any], Writer | None]] = {
     "dataset": lambda run, rec, result: _copy(run.dataset),
     "names": lambda run, rec, result: _text(json.dumps(rec.value)),
+    # a recorded failure leaves an empty file: an orchestrator expects the artifact to exist
     "model": lambda run, rec, result: _copy(
         (run.candidate(rec.item) if rec.item else run.baseline).model
-    ) if rec.status == "done" else None,
+    ) if rec.status == "done" else _text(""),
     "metrics": lambda run, rec, result: _text(json.dumps(_metrics(rec.step, result))),
     "selected": lambda run, rec, result: _text(str(rec.value or "")),
     "promotion": lambda run, rec, result: _text(result.model_dump_json(exclude_unset=True)),
@@ -75,7 +76,7 @@ def execute(
 ) -> StepRecord:
     """Run step ``name`` and write the outputs asked for (``{output: path}``; None skips one).
 
-    A failed model output (a candidate whose failure was recorded) is not written.
+    The model of a candidate whose failure was recorded is an empty file.
     """
     s = step(name)
     asked = {k: v for k, v in (outputs or {}).items() if v}

@@ -114,10 +114,12 @@ def build_dag(
 
 def _local_tasks(loaded: Any, production: Asset) -> None:
     """One TaskFlow task per step of ``components.pipeline.STEPS``, in its order."""
-    from components.pipeline import STEPS, Step
+    from components.pipeline import STEPS, Step, after_fan_out
 
     def make(s: Step) -> Any:
-        @task(task_id=s.name, trigger_rule="all_done" if s.always else "all_success",
+        rule = "all_done" if s.always or after_fan_out(s) else "all_success"
+
+        @task(task_id=s.name, trigger_rule=rule,
               map_index_template="{{ item }}" if s.fan_out else None, doc_md=s.summary)  # fmt: skip
         def run(item: str | None = None, inputs: dict[str, Any] | None = None) -> Any:
             from airflow.sdk.exceptions import AirflowFailException
@@ -147,22 +149,24 @@ def _local_tasks(loaded: Any, production: Asset) -> None:
             previous >> current
         tasks[s.name] = previous = current
     # a run succeeds only when every step did: the release waits on all of them
-    list(tasks.values()) >> _release(production)()
+    list(tasks.values()) >> _release(production)(tasks["promote"])
 
 
 def _release(production: Asset) -> Any:
     @task(outlets=[production])
-    def release() -> str:
+    def release(promotion: dict[str, Any]) -> str:
         """The run's outcome, and the asset event serving DAGs wait for. Airflow judges a run by
         its last tasks, and ``report`` always succeeds; this one runs only after ``promote``
-        succeeded, so a rejected release fails the run instead of looking green."""
-        from components.layout import RunLayout
+        succeeded (it takes promote's record through XCom, in both modes), so a rejected
+        release fails the run instead of looking green."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from components.records import Promotion
 
+        result = Promotion.model_validate(promotion)
+        if result.status != "promoted":
+            raise AirflowFailException(f"nothing was promoted: {result.reason}")
         ctx = get_current_context()
-        params = ctx["params"]
-        run = RunLayout(Path(_run_dir(params["runs_dir"], ctx["run_id"])))
-        result = Promotion.read(run.promotion)
         ctx["outlet_events"][production].extra = result.model_dump(
             include={"version", "created", "candidate", "registry", "previous"}
         )
@@ -176,7 +180,7 @@ def _kubernetes_tasks(production: Asset) -> None:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
-    from components.pipeline import STEPS, step_arguments
+    from components.pipeline import STEPS, after_fan_out, step_arguments
 
     run = ("{{ params.spec }}", "{{ params.runs_dir }}", "{{ run_id | safe_id }}")
     xcom = "/airflow/xcom/return.json"  # what the pod writes there becomes the task's XCom
@@ -201,11 +205,13 @@ def _kubernetes_tasks(production: Asset) -> None:
     previous: Any = None
     for s in STEPS:
         # what a step hands on goes through the pod's XCom file; inputs come back as templates
-        outputs = {"value": xcom} if s.value is not None else None
+        outputs = {"value": xcom} if s.value is not None else None  # fmt: skip
         inputs = {keyword: f"{{{{ ti.xcom_pull(task_ids='{source}') }}}}"
                   for keyword, source in s.inputs}  # fmt: skip
-        kwargs = {"trigger_rule": "all_done" if s.always else "all_success",
+        kwargs = {"trigger_rule": "all_done" if s.always or after_fan_out(s) else "all_success",
                   "do_xcom_push": outputs is not None, **pod}  # fmt: skip
+        if s.name == "promote":
+            kwargs["retries"] = 0  # a rejection (exit 3) is final
         if s.fan_out is not None:
             upstream = tasks[s.fan_out]
             current = KubernetesPodOperator.partial(task_id=s.name, **kwargs).expand(
@@ -220,7 +226,7 @@ def _kubernetes_tasks(production: Asset) -> None:
         if previous is not None:
             previous >> current
         tasks[s.name] = previous = current
-    list(tasks.values()) >> _release(production)()
+    list(tasks.values()) >> _release(production)(tasks["promote"].output)
 
 
 DEFAULT_RUNS_MOUNT = "/data/slimgate"

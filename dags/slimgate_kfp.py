@@ -211,7 +211,7 @@ def build_pipeline(form: Literal["lightweight", "container"] = "lightweight") ->
     earlier steps, and the ``always`` step (the report) as the exit handler, which runs
     whatever happened. A rejected release fails ``promote``, and with it the run.
     """
-    from components.pipeline import STEPS
+    from components.pipeline import STEPS, consumed
 
     components = LIGHTWEIGHT if form == "lightweight" else CONTAINER
 
@@ -234,7 +234,7 @@ def build_pipeline(form: Literal["lightweight", "container"] = "lightweight") ->
                 task.set_display_name(s.name)
                 if previous is not None:
                     task.after(previous)
-                if s.value is not None:  # a lightweight component returns it as "Output"
+                if s.value is not None and consumed(s):  # lightweight: returned as "Output"
                     values[s.name] = task.outputs[
                         "Output" if form == "lightweight" else s.value.output
                     ]

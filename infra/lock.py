@@ -36,6 +36,7 @@ CONSTRAINTS = LOCK_DIR / "constraints.txt"
 PYTHON_VERSION = "3.11"
 PLATFORM = "x86_64-manylinux_2_28"
 DIGEST_PREFIX = "# inputs-sha256: "
+PINS_PREFIX = "# pins-sha256: "
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
 
@@ -115,6 +116,17 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def pins_digest(lock_text: str) -> str:
+    """A digest of a lock's pins, so a hand edit of any pin (a transitive one too) is caught."""
+    lines = sorted(line.strip() for line in lock_text.splitlines() if PIN.match(line))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _stamped(lock_text: str, prefix: str) -> str | None:
+    return next((line.removeprefix(prefix).strip() for line in lock_text.splitlines()
+                 if line.startswith(prefix)), None)  # fmt: skip
+
+
 def compile_lock(env: Environment, root: Path, *, upgrade: bool) -> None:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     if uv is None:
@@ -133,7 +145,9 @@ def compile_lock(env: Environment, root: Path, *, upgrade: bool) -> None:
     lock = root / env.lock
     lines = lock.read_text().splitlines(keepends=True)
     # after uv's two header lines: the digest, then what the lock is for
-    stamp = [f"{DIGEST_PREFIX}{digest(env, root)}\n", f"# for: {env.purpose}\n"]
+    body = "".join(lines)
+    stamp = [f"{DIGEST_PREFIX}{digest(env, root)}\n", f"{PINS_PREFIX}{pins_digest(body)}\n",
+             f"# for: {env.purpose}\n"]  # fmt: skip
     lock.write_text("".join(lines[:2] + stamp + lines[2:]))
 
 
@@ -151,10 +165,11 @@ def check(root: Path) -> list[str]:
         if not lock.exists():
             problems.append(f"{env.lock}: missing: run `make lock`")
             continue
-        stamped = next((line.removeprefix(DIGEST_PREFIX).strip()
-                        for line in lock.read_text().splitlines()
-                        if line.startswith(DIGEST_PREFIX)), None)  # fmt: skip
-        if stamped != digest(env, root):
+        text = lock.read_text()
+        if _stamped(text, PINS_PREFIX) != pins_digest(text):
+            problems.append(f"{env.lock}: its pins were edited by hand (they no longer match "
+                            "the digest the resolver stamped): run `make lock`")  # fmt: skip
+        if _stamped(text, DIGEST_PREFIX) != digest(env, root):
             problems.append(
                 f"{env.lock}: pyproject.toml's requirements for the {env.name!r} environment "
                 f"changed since it was locked: run `make lock`"

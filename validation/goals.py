@@ -488,8 +488,13 @@ class FidelityGoal(Goal):
             return self._missing(
                 "output_fidelity", ">=", limit, "comparable outputs of candidate and baseline"
             )
+        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
         results = []
-        if self.min_cosine is not None:
+        if self.min_cosine is not None and a.shape[1] < 2:
+            results.append(GoalResult(self.name, "mean_cosine", ">=", self.min_cosine, None,
+                                      Outcome.FAIL, "the outputs have one value per row: their "
+                                      "cosine is only their sign; use max_abs_error"))  # fmt: skip
+        elif self.min_cosine is not None:
             num = (a * b).sum(axis=1)
             den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
             cos = float(np.mean(num / np.maximum(den, 1e-12)))

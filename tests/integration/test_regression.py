@@ -62,6 +62,8 @@ def test_a_regression_is_gated_on_its_error_and_promoted(tmp_path: Path) -> None
          "goals.accuracy applies to task classification; this spec's task is regression; use "
          "goals.error (mae or rmse)"),
         ({"select": "knee"}, "select: knee trades latency against accuracy"),
+        ({"goals": {"fidelity": {"min_cosine": 0.99}}},
+         "goals.fidelity.min_cosine: a regression has one value per row"),
         ({"candidates": [[{"distillation.student": {"builtin": "tabular_mlp", "width": 0.5}}]]},
          "candidates[0]: distillation.student supports task classification, not regression"),
         ({"task": "classification"},

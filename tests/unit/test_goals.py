@@ -355,3 +355,13 @@ def test_the_error_goal_fails_without_the_baseline_or_on_other_examples() -> Non
     other = ErrorGoal(max_increase=1.0).check(cand, regression(targets, targets + 1))
     assert other.outcome is Outcome.FAIL and "different examples" in other.reason
     assert ErrorGoal(max=1.0).check(Evidence(), cand).outcome is Outcome.FAIL
+
+
+def test_cosine_fidelity_refuses_one_value_per_row() -> None:
+    from validation.goals import FidelityGoal
+
+    a = Evidence(logits=np.array([[1.0], [2.0], [-1.0]]))
+    b = Evidence(logits=np.array([[10.0], [20.0], [-10.0]]))  # 10x off, same signs: cosine 1
+    result = FidelityGoal(min_cosine=0.99).check(a, b)
+    assert result.outcome is Outcome.FAIL and "only their sign" in result.reason
+    assert FidelityGoal(max_abs_error=1.0).check(a, b).outcome is Outcome.FAIL

@@ -83,6 +83,18 @@ def test_a_hand_edited_lock_that_drops_a_requirement_fails(tree: Path) -> None:
             "locked: run `make lock`") in proc.stderr.splitlines()  # fmt: skip
 
 
+def test_a_hand_edited_transitive_pin_fails(tree: Path) -> None:
+    lock = tree / "infra" / "requirements" / "main.txt"
+    pin = next(line for line in lock.read_text().splitlines() if line.startswith("protobuf=="))
+    edit(lock, f"\n{pin}\n", "\nprotobuf==1.0.0\n")
+    proc = lock_tool("--check", "--root", str(tree))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "lock: infra/requirements/main.txt: its pins were edited by hand (they no longer match "
+        "the digest the resolver stamped): run `make lock`"
+    ]
+
+
 def test_torch_is_locked_at_the_cpu_wheel() -> None:
     lock = (ROOT / "infra" / "requirements" / "main.txt").read_text().splitlines()
     assert "torch==2.13.0+cpu" in lock

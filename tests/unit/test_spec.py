@@ -45,7 +45,7 @@ def test_unknown_key_names_the_path_and_allowed_fields(
     (line,) = errors_of(write_spec(demo_spec))
     assert "goals: unknown field 'latncy'" in line
     assert (
-        "allowed: accuracy, agreement, champion, error, fidelity, latency, per_class, size, speedup"
+        "allowed: accuracy, agreement, champion, error, fidelity, latency, neighbours, per_class, size, speedup"
         in line
     )
 

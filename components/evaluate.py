@@ -53,16 +53,12 @@ def evaluate(
     correct = pred == y
     n_classes = max(int(y.max()) + 1, logits.shape[1])
     per_class = {str(c): float(correct[y == c].mean()) for c in range(n_classes) if (y == c).any()}
-    stats = onnx_stats(model)
     metrics: dict[str, Any] = {
         "accuracy": float(correct.mean()),
         "n_examples": len(y),
         "n_correct": int(correct.sum()),
         "per_class_accuracy": per_class,
-        "size_bytes": int(stats["bytes"]),
-        "parameters": int(stats["parameters"]),
-        "nodes": int(stats["nodes"]),
-        "sha256": sha256_file(model),
+        **_file_metrics(model),
     }
     if reference is not None:
         with np.load(reference, allow_pickle=False) as ref:
@@ -73,11 +69,7 @@ def evaluate(
                 f"this evaluation {pred.shape[0]}; they must score the same split"
             )
         metrics["agreement"] = float((ref_pred == pred).mean())
-    out = ModelDir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out.predictions, labels=y, predictions=pred, logits=logits)
-    write_json(out.metrics, metrics)
-    return metrics
+    return _write(out_dir, metrics, labels=y, predictions=pred, logits=logits)
 
 
 def _evaluate_regression(
@@ -87,21 +79,13 @@ def _evaluate_regression(
         raise ModelError(f"{model}: expected one predicted value per example, got {outputs.shape}")
     pred = outputs.reshape(len(y)).astype(np.float64)
     err = pred - y.astype(np.float64)
-    stats = onnx_stats(model)
     metrics: dict[str, Any] = {
         "mae": float(np.abs(err).mean()),
         "rmse": float(np.sqrt((err**2).mean())),
         "n_examples": len(y),
-        "size_bytes": int(stats["bytes"]),
-        "parameters": int(stats["parameters"]),
-        "nodes": int(stats["nodes"]),
-        "sha256": sha256_file(model),
+        **_file_metrics(model),
     }
-    out = ModelDir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out.predictions, labels=y, predictions=pred, logits=outputs)
-    write_json(out.metrics, metrics)
-    return metrics
+    return _write(out_dir, metrics, labels=y, predictions=pred, logits=outputs)
 
 
 def pool(outputs: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarray:
@@ -122,16 +106,12 @@ def pool(outputs: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarr
 def _evaluate_embedding(
     model: Path, embeddings: np.ndarray, out_dir: Path, reference: Path | None
 ) -> dict[str, Any]:
-    from validation.stats import neighbour_overlap
+    from validation.stats import mean_cosine, neighbour_overlap
 
-    stats = onnx_stats(model)
     metrics: dict[str, Any] = {
         "n_examples": len(embeddings),
         "dimensions": int(embeddings.shape[1]),
-        "size_bytes": int(stats["bytes"]),
-        "parameters": int(stats["parameters"]),
-        "nodes": int(stats["nodes"]),
-        "sha256": sha256_file(model),
+        **_file_metrics(model),
     }
     if reference is not None:
         with np.load(reference, allow_pickle=False) as ref:
@@ -139,14 +119,23 @@ def _evaluate_embedding(
         if base.shape != embeddings.shape:
             raise ModelError(f"{reference}: reference embeddings are {list(base.shape)}, these "
                              f"{list(embeddings.shape)}; they must embed the same split")  # fmt: skip
-        num = (embeddings * base).sum(axis=1)
-        den = np.linalg.norm(embeddings, axis=1) * np.linalg.norm(base, axis=1)
-        metrics["cosine"] = float(np.mean(num / np.maximum(den, 1e-12)))
+        metrics["cosine"] = mean_cosine(embeddings, base)
         if len(base) > 10:
             metrics["neighbours@10"] = float(neighbour_overlap(embeddings, base, 10).mean())
+    empty = np.zeros(0, np.int64)  # no labels, no predicted classes
+    return _write(out_dir, metrics, labels=empty, predictions=empty, logits=embeddings)
+
+
+def _file_metrics(model: Path) -> dict[str, Any]:
+    """What every evaluation records of the file itself."""
+    stats = onnx_stats(model)
+    return {"size_bytes": int(stats["bytes"]), "parameters": int(stats["parameters"]),
+            "nodes": int(stats["nodes"]), "sha256": sha256_file(model)}  # fmt: skip
+
+
+def _write(out_dir: Path, metrics: dict[str, Any], **arrays: Any) -> dict[str, Any]:
     out = ModelDir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    empty = np.zeros(0, np.int64)  # no labels, no predicted classes
-    np.savez_compressed(out.predictions, labels=empty, predictions=empty, logits=embeddings)
+    np.savez_compressed(out.predictions, **arrays)
     write_json(out.metrics, metrics)
     return metrics

@@ -70,7 +70,6 @@ def load_huggingface(
     data's inputs in order (``input_ids``, ``attention_mask``, ...) and returns the logits of a
     sequence classifier, or, for ``task: embedding``, the encoder's last hidden state: what is
     exported to ONNX and what torch-level techniques transform."""
-    import torch
 
     path = spec.resolve(source.huggingface)
     try:
@@ -98,18 +97,7 @@ def load_huggingface(
         kind = "an encoder" if embedding else "a sequence classifier"
         raise ModelError(f"model.huggingface: cannot load {path} as {kind}: {exc}") from None
     field = "last_hidden_state" if embedding else "logits"
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
-            super().__init__()
-            self.model, self.names = model, tuple(names)
-
-        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-            out = self.model(**dict(zip(self.names, inputs, strict=True)))
-            result: torch.Tensor = getattr(out, field)
-            return result
-
-    return Wrapped(model.eval(), input_names)
+    return _by_name(model.eval(), input_names, tuple(input_names), field)
 
 
 def bind_inputs(module: torch.nn.Module, names: list[str], factory: str) -> torch.nn.Module:
@@ -118,8 +106,6 @@ def bind_inputs(module: torch.nn.Module, names: list[str], factory: str) -> torc
     (``input_ids, attention_mask`` against a tokenizer's ``input_ids, token_type_ids,
     attention_mask``). One input is passed as it is."""
     import inspect
-
-    import torch
 
     if len(names) <= 1:
         return module
@@ -135,14 +121,24 @@ def bind_inputs(module: torch.nn.Module, names: list[str], factory: str) -> torc
                          f"inputs {names} do not have: name the arrays (or the tokenizer's "
                          "outputs) as forward's parameters")  # fmt: skip
     taken = tuple(n for n in names if n in params)  # arrays forward does not take are left out
+    return _by_name(module, names, taken)
+
+
+def _by_name(
+    model: torch.nn.Module, names: list[str], taken: tuple[str, ...], field: str | None = None
+) -> torch.nn.Module:
+    """``model`` called with keyword inputs: positional inputs arrive in ``names``' order, the
+    ``taken`` ones are passed by name; ``field`` picks an attribute of the result (``logits``)."""
+    import torch
 
     class ByName(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
+        def __init__(self) -> None:
             super().__init__()
             self.model, self.names = model, tuple(names)
 
         def forward(self, *inputs: torch.Tensor) -> Any:
             given = dict(zip(self.names, inputs, strict=True))
-            return self.model(**{n: given[n] for n in taken})
+            out = self.model(**{n: given[n] for n in taken})
+            return out if field is None else getattr(out, field)
 
-    return ByName(module)
+    return ByName()

@@ -21,6 +21,7 @@ from validation.stats import (
     bootstrap_mean_lower,
     clopper_pearson_lower,
     examples_needed,
+    mean_cosine,
     neighbour_overlap,
     paired_bootstrap_error_upper,
     paired_bootstrap_upper,
@@ -495,9 +496,7 @@ class FidelityGoal(Goal):
                                       Outcome.FAIL, "the outputs have one value per row: their "
                                       "cosine is only their sign; use max_abs_error"))  # fmt: skip
         elif self.min_cosine is not None:
-            num = (a * b).sum(axis=1)
-            den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            cos = float(np.mean(num / np.maximum(den, 1e-12)))
+            cos = mean_cosine(a, b)
             outcome = _decide(cos, None, self.min_cosine, ">=")
             results.append(GoalResult(self.name, "mean_cosine", ">=", self.min_cosine, cos, outcome,
                                       f"mean cosine similarity {cos:.6f} {'>=' if outcome is Outcome.PASS else '<'} {self.min_cosine:g}"))  # fmt: skip

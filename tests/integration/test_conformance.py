@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from components.pipeline import STEPS, Trace
+from components.testing import QUICK_BENCHMARK
 
 pytest.importorskip("airflow", reason="install slimgate[airflow] to test the DAG")
 pytest.importorskip("kfp", reason="install slimgate[kfp] to test the pipeline")
@@ -51,8 +52,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "data": {"builtin": "breast_cancer"},
         "training": {"epochs": 3},
         "target": {"threads": 1, "batch_sizes": [1]},
-        "benchmark": {"warmup": 2, "min_runs": 20, "min_seconds": 0.05, "compare_rounds": 4,
-                      "compare_seconds": 0.02, "compare_min_runs": 10},
+        "benchmark": QUICK_BENCHMARK,
         "goals": {"size": {"max_ratio": 0.5}, "accuracy": {"max_drop": 0.05},
                   "champion": {"max_accuracy_drop": 0.05}},
         "candidates": [["quantization.dynamic_int8"], ["graph.transformer_fusion"]],

@@ -64,11 +64,11 @@ bench: $(STAMP)
 
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE     ?= ghcr.io/slimgate/slimgate:$(VERSION)
-CONTAINER ?= $(shell command -v podman || command -v docker)
 
-# The image every step runs in (podman here: there is no Docker engine on these machines).
+# The image every step runs in, built with podman (infra/podman/image.sh says how it picks the
+# base image and the torch wheel on a machine that cannot reach a container registry).
 image:
-	$(CONTAINER) build -f infra/Dockerfile -t $(IMAGE) .
+	IMAGE=$(IMAGE) infra/podman/image.sh
 
 # Recompile the Kubeflow pipeline IR that infra/ commits (a test fails when it is stale).
 kfp: $(STAMP)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from components.benchmark import benchmark
+from components.benchmark import benchmark, disturbed
 from components.cache import baseline_inputs, measurement_inputs, open_cache, reuse_or_make
 from components.data import load_split
 from components.errors import DataError, ModelError
@@ -78,7 +78,7 @@ def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
     inputs = measurement_inputs(spec, info["fingerprint"], sha256_file(out.model), None)
     record["measurements"] = reuse_or_make(
         cache if spec.cache.measurements else None, "measurements", inputs, out.root, measure,
-        run_id=run.run_id,
+        run_id=run.run_id, unfit=lambda: disturbed(out.benchmark),
     )  # fmt: skip
     write_json(out.cache_record, record)
     metrics: dict[str, Any] = read_json(out.metrics)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +23,27 @@ import numpy as np
 from components.errors import SlimgateError
 from components.hardware import (
     EnergyMeter,
+    LoadMeter,
     cpu_info,
     environment,
     peak_macs_per_second,
 )
+from components.hostlock import host_lock
 from components.layout import write_json
 from components.onnx_cost import GraphCost, graph_cost
 from components.spec import BenchmarkSettings, Target
 from validation.stats import median_interval, percentile_upper_bound
 
-__all__ = ["BenchmarkError", "benchmark", "run_worker", "summarize", "theoretical_limit"]
+__all__ = [
+    "BenchmarkError",
+    "benchmark",
+    "disturbance",
+    "disturbed",
+    "measuring",
+    "run_worker",
+    "summarize",
+    "theoretical_limit",
+]
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -40,15 +53,19 @@ class BenchmarkError(SlimgateError):
 
 
 def run_worker(request: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-    """Measure in a fresh Python process; raise BenchmarkError with the worker's message."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "components._bench_worker"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Measure in a fresh Python process; raise BenchmarkError with the worker's message.
+
+    The result's ``load`` is what other processes ran meanwhile (:class:`LoadMeter`).
+    """
+    with LoadMeter() as load:
+        proc = subprocess.run(
+            [sys.executable, "-m", "components._bench_worker"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     try:
         out: dict[str, Any] = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -58,7 +75,40 @@ def run_worker(request: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
         ) from None
     if "error" in out:
         raise BenchmarkError(f"{request['model']}: {out['error']}")
+    out["load"] = load.result
     return out
+
+
+def disturbance(loads: list[dict[str, Any]], settings: BenchmarkSettings) -> str | None:
+    """Why measurements taken under these loads cannot be trusted, or None when they can."""
+    busy = [x["competing_cores"] for x in loads if x.get("competing_cores") is not None]
+    worst = max(busy, default=0.0)
+    if worst <= settings.max_competing_cores:
+        return None
+    return (
+        f"other processes kept {worst:.2f} cores busy while it was measured "
+        f"(at most {settings.max_competing_cores:g} allowed: benchmark.max_competing_cores)"
+    )
+
+
+def disturbed(*records: Path) -> str | None:
+    """The first of these benchmark or comparison files' disturbance notes (missing: none)."""
+    for path in records:
+        if path.is_file():
+            note = json.loads(path.read_text()).get("disturbed")
+            if note:
+                return f"{path.name}: {note}"
+    return None
+
+
+@contextmanager
+def measuring(what: Path) -> Iterator[dict[str, Any]]:
+    """Hold the host's lock exclusively while measuring ``what``; yields the hold's record,
+    which gets its release time when the hold ends."""
+    with host_lock().exclusive(str(what)) as hold:
+        record = hold.to_dict()
+        yield record
+    record["released"] = hold.released
 
 
 def request(
@@ -146,8 +196,11 @@ def benchmark(
     energy = EnergyMeter().available
     batches: dict[str, Any] = {}
     used: list[str] = []
-    for batch in target.batch_sizes:
-        raw = run_worker(request(model, data, batch, target, settings))
+    with measuring(model) as hold:
+        raws = {
+            b: run_worker(request(model, data, b, target, settings)) for b in target.batch_sizes
+        }
+    for batch, raw in raws.items():
         used = raw["providers_used"]
         cost = graph_cost(model, batch)
         stats = summarize(raw["samples_ms"], settings.confidence)
@@ -176,6 +229,7 @@ def benchmark(
             "uncounted_nodes": cost.unknown_nodes,
             "limit": limit,
             "effective_weight_gb_per_s": weight_gb_per_s,
+            "load": raw["load"],
             "samples_ms": raw["samples_ms"],
         }
     first_cost = graph_cost(model, 1)
@@ -191,6 +245,8 @@ def benchmark(
         if energy
         else "none: no readable energy counter here; cpu_seconds_per_inference is reported instead",
         "batches": batches,
+        "host_lock": hold,
+        "disturbed": disturbance([b["load"] for b in batches.values()], settings),
         "settings": settings.model_dump(),
         "environment": environment(target.threads, target.execution_provider, used),
     }

@@ -55,7 +55,8 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 # Bumped whenever slimgate's own code would turn the same inputs into different files.
-CACHE_FORMAT = 1
+# 2: measurements record the load they were taken under (older ones were never checked).
+CACHE_FORMAT = 2
 
 Kind = Literal["baseline", "candidate", "measurements"]
 
@@ -208,9 +209,11 @@ def reuse_or_make(
     make: Callable[[], list[str]],
     *,
     run_id: str,
+    unfit: Callable[[], str | None] = lambda: None,
 ) -> dict[str, Any]:
     """Restore the entry for ``inputs`` into ``dest``, or call ``make`` (which writes the files
-    it names into ``dest``) and store them. Returns the record kept in the run's cache.json."""
+    it names into ``dest``) and store them, unless ``unfit()`` gives a reason not to (a
+    measurement taken under competing load). Returns the record kept in the run's cache.json."""
     if cache is None:
         make()
         return {"hit": False, "kind": kind, "cache": "off"}
@@ -219,8 +222,13 @@ def reuse_or_make(
     if hit is not None:
         return hit.to_dict()
     names = make()
+    record = {"hit": False, "kind": kind, "key": key, "store": cache.describe()}
+    reason = unfit()
+    if reason is not None:
+        _logger.warning("not caching %s %s: %s", kind, key[:12], reason)
+        return {**record, "stored": False, "not_stored": reason}
     stored = cache.save(kind, key, dest, names, run_id=run_id, inputs=inputs)
-    return {"hit": False, "kind": kind, "key": key, "store": cache.describe(), "stored": stored}
+    return {**record, "stored": stored}
 
 
 def open_cache(spec: Spec, run_dir: Path) -> ArtifactCache | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from components.benchmark import request, run_worker
+from components.benchmark import disturbance, measuring, request, run_worker
 from components.layout import write_json
 from components.spec import BenchmarkSettings, Target
 from validation.stats import ratio_interval
@@ -35,17 +35,21 @@ def compare(
     """Interleaved comparison at ``batch``; writes ``out`` (comparison.json) when given."""
     medians: dict[str, list[float]] = {"baseline": [], "candidate": []}
     order = []
-    for round_ in range(settings.compare_rounds):
-        pair = [("baseline", baseline), ("candidate", candidate)]
-        if round_ % 2:
-            pair.reverse()
-        for name, path in pair:
-            raw = run_worker(
-                request(path, data, batch, target, settings,
-                        min_runs=settings.compare_min_runs, min_seconds=settings.compare_seconds)
-            )  # fmt: skip
-            medians[name].append(float(np.median(raw["samples_ms"])))
-            order.append(name)
+    loads = []
+    with measuring(candidate) as hold:
+        for round_ in range(settings.compare_rounds):
+            pair = [("baseline", baseline), ("candidate", candidate)]
+            if round_ % 2:
+                pair.reverse()
+            for name, path in pair:
+                raw = run_worker(
+                    request(path, data, batch, target, settings,
+                            min_runs=settings.compare_min_runs,
+                            min_seconds=settings.compare_seconds)
+                )  # fmt: skip
+                medians[name].append(float(np.median(raw["samples_ms"])))
+                order.append(name)
+                loads.append(raw["load"])
     speedup, low, high = ratio_interval(
         medians["baseline"], medians["candidate"], settings.confidence
     )
@@ -72,6 +76,9 @@ def compare(
         "confidence": settings.confidence,
         "verdict": verdict,
         "note": note,
+        "host_lock": hold,
+        "loads": loads,
+        "disturbed": disturbance(loads, settings),
         "candidate": str(candidate),
         "baseline": str(baseline),
     }

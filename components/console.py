@@ -115,6 +115,8 @@ def summary(spec: Spec, run_dir: Path) -> None:
         verdict = "error" if row.get("error") else row.get("outcome") or ""
         if row.get("error"):
             notes.append(f"{row['name']}: [red]error[/]: {row['error']}")
+        for note in row.get("disturbed") or []:
+            notes.append(f"{row['name']}: [yellow]disturbed[/] {note} (not cached)")
         for g in row.get("goals", []):
             if g["outcome"] != "pass":
                 notes.append(

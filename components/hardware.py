@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -20,6 +21,7 @@ import numpy as np
 __all__ = [
     "Cpu",
     "EnergyMeter",
+    "LoadMeter",
     "cpu_info",
     "environment",
     "peak_macs_per_second",
@@ -114,6 +116,63 @@ class EnergyMeter:
         if not self.available:
             return None
         return (int(RAPL.read_text()) - self._start) / 1e6
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, steal) clock ticks of all CPUs since boot, from /proc/stat; None where unreadable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    except (OSError, ValueError, IndexError):
+        return None
+    return user + nice + system + irq + softirq, steal
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()  # this process, and its children once waited for (the benchmark worker)
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class LoadMeter:
+    """What else the machine ran while a measurement ran: the CPU time of every other process.
+
+    The host's busy CPU time (/proc/stat, which a container sees unchanged) less this process's
+    and its waited-for children's, per second of wall time: ``competing_cores``, in cores kept
+    busy by others. Time the hypervisor gave to other guests (steal) and the 1-minute load
+    average before and after are recorded beside it.
+    """
+
+    def __enter__(self) -> LoadMeter:
+        self._jiffies = _cpu_jiffies()
+        self._own = _own_cpu_seconds()
+        self._load = _loadavg()
+        self._start = time.monotonic()
+        self.result: dict[str, Any] = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = max(time.monotonic() - self._start, 1e-9)
+        end = _cpu_jiffies()
+        own = _own_cpu_seconds() - self._own
+        self.result = {"wall_s": round(wall, 4), "own_cpu_s": round(own, 4),
+                       "loadavg_1m": [self._load, _loadavg()]}  # fmt: skip
+        if self._jiffies is None or end is None:
+            self.result.update(competing_cores=None, steal_cores=None,
+                               note="/proc/stat is not readable here")  # fmt: skip
+            return
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = (end[0] - self._jiffies[0]) / tick
+        steal = (end[1] - self._jiffies[1]) / tick
+        # ticks are sampled, so a short window can read a little less than this process used
+        self.result.update(competing_cores=round(max(busy - own, 0.0) / wall, 4),
+                           steal_cores=round(steal / wall, 4))  # fmt: skip
 
 
 def _version(dist: str) -> str | None:

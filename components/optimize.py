@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from components.baseline import data_sample, dataset_info, load_baseline_module
-from components.benchmark import benchmark
+from components.benchmark import benchmark, disturbed, measuring
 from components.cache import candidate_inputs, measurement_inputs, open_cache, reuse_or_make
 from components.compare import compare
 from components.data import load_split
@@ -82,9 +82,10 @@ def measure_candidate(spec: Spec, run: RunLayout, name: str) -> dict[str, Any]:
         evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,
                  reference=run.baseline.predictions, output=spec.scored_output,
                  task=spec.task, pooling=spec.embedding.pooling)  # fmt: skip
-        benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
-        compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
-                target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip
+        with measuring(out.model):  # one exclusive hold for both
+            benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
+            compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
+                    target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip
         return [out.metrics.name, out.predictions.name, out.benchmark.name, out.comparison.name]
 
     fingerprint = dataset_info(run)["fingerprint"]
@@ -92,7 +93,8 @@ def measure_candidate(spec: Spec, run: RunLayout, name: str) -> dict[str, Any]:
         spec, fingerprint, sha256_file(out.model), sha256_file(run.baseline.model)
     )
     cache = open_cache(spec, run.root) if spec.cache.measurements else None
-    return reuse_or_make(cache, "measurements", inputs, out.root, measure, run_id=run.run_id)
+    return reuse_or_make(cache, "measurements", inputs, out.root, measure, run_id=run.run_id,
+                         unfit=lambda: disturbed(out.benchmark, out.comparison))  # fmt: skip
 
 
 def _build(spec: Spec, run: RunLayout, cand: Candidate, info: dict[str, Any]) -> list[str]:

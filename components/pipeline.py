@@ -17,6 +17,10 @@ same in all of them::
 - ``promote`` takes the gate's selection; with none it raises :class:`Rejected` after writing
   ``promotion.json``, so a rejected release fails the run visibly in every orchestrator.
 
+Steps hold the host's lock shared while they run and measurements hold it exclusively
+(:mod:`components.hostlock`), so candidates may build in parallel in any orchestrator, but no
+benchmark on a host runs beside other slimgate work.
+
 Each executed step leaves ``steps/<step>[.<item>].json`` (a :class:`StepRecord`) in the run
 directory: what ran, when, and how it ended.
 """
@@ -33,6 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from components.hostlock import host_lock
 from components.layout import RunLayout
 from components.records import StepError, StepRecord
 
@@ -96,6 +101,9 @@ class Step:
     value: Value | None = None  # what it hands on (the candidate names, the gate's selection)
     on_failure: Failure = Failure.STOP
     always: bool = False  # runs whatever happened before it
+    # it benchmarks: where its runs cannot share a host lock (pods on a cluster), a fan-out of
+    # it runs one item at a time
+    measures: bool = False
     outputs: tuple[str, ...] = ()  # files an orchestrator may ask for: --<output>-out
 
     def load(self) -> Callable[..., Any]:
@@ -125,7 +133,7 @@ STEPS: tuple[Step, ...] = (
          value=Value("names", _candidate_names), outputs=("dataset", "names")),
     Step("baseline", "components.baseline:baseline",
          "train or load the model, export it to ONNX, evaluate and benchmark it",
-         outputs=("model", "metrics")),
+         measures=True, outputs=("model", "metrics")),
     Step("champion", "components.champion:champion",
          "score the model behind production on this run's test split",
          when=Condition(lambda spec: spec.goals.champion is not None,
@@ -133,11 +141,11 @@ STEPS: tuple[Step, ...] = (
     Step("candidate", "components.optimize:candidate",
          "build one candidate with its recipe, evaluate and benchmark the exported model",
          fan_out="prepare_data", item="candidate", on_failure=Failure.CONTINUE,
-         outputs=("model", "metrics")),
+         measures=True, outputs=("model", "metrics")),
     Step("search", "components.search:search",
          "search recipes under the goals; its Pareto front joins the candidates",
          when=Condition(lambda spec: spec.search is not None, "the spec has no search"),
-         on_failure=Failure.CONTINUE, outputs=("metrics",)),
+         on_failure=Failure.CONTINUE, measures=True, outputs=("metrics",)),
     Step("gate", "components.gate:gate",
          "one verdict per candidate on every goal, and the selection among those that passed",
          value=Value("selected", _selected), outputs=("metrics", "selected")),
@@ -200,7 +208,9 @@ def run_step(
             raise ValueError(f"step {s.name} runs once per {s.item}: give one")
         items = (item,)
     try:
-        result = s.load()(spec, run_dir, *items, **inputs)
+        # held shared: steps may run beside each other, never beside a measurement
+        with host_lock().shared():
+            result = s.load()(spec, run_dir, *items, **inputs)
     except Exception as exc:
         error = str(exc) or type(exc).__name__
         if s.on_failure is Failure.CONTINUE:

@@ -30,6 +30,8 @@ def _model_row(name: str, recipe: str, mdir: ModelDir) -> dict[str, Any]:
     error = _maybe(mdir.error)
     comparison = _maybe(mdir.comparison)
     samples = {b: r["samples_ms"] for b, r in bench.get("batches", {}).items()}
+    disturbed = [f"{what}: {rec['disturbed']}" for what, rec in
+                 (("benchmark", bench), ("comparison", comparison or {})) if rec.get("disturbed")]  # fmt: skip
     return {
         "name": name,
         "recipe": recipe,
@@ -55,6 +57,7 @@ def _model_row(name: str, recipe: str, mdir: ModelDir) -> dict[str, Any]:
         "batches": batches,
         "samples_ms": samples,
         "error": error["error"] if error else None,
+        "disturbed": disturbed,
     }
 
 
@@ -222,6 +225,15 @@ def _html(d: dict[str, Any]) -> str:
         "nominal peak, as a share of the measured p50.</p>"
     )
     rows = [d["baseline"], *d["candidates"]]
+    disturbed = [(row["name"], note) for row in rows for note in row.get("disturbed") or []]
+    if disturbed:
+        parts.append(
+            '<h3 class="inconclusive">Disturbed measurements</h3><p>Other processes loaded the '
+            "machine while these were measured; their timings, and the speed goals decided on "
+            "them, are in doubt. They were not cached: run again on a quiet machine.</p><ul>"
+            + "".join(f"<li>{e(name)}: {e(note)}</li>" for name, note in disturbed)
+            + "</ul>"
+        )
     parts.append(_throughput(rows))
     parts.append(_cdf(rows))
     parts.append(_scatter(rows))

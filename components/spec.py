@@ -361,6 +361,12 @@ class BenchmarkSettings(StrictModel):
     compare_rounds: int = Field(default=7, ge=4, le=50)
     compare_seconds: float = Field(default=0.25, ge=0)
     compare_min_runs: int = Field(default=50, ge=5)
+    max_competing_cores: float = Field(
+        default=0.3,
+        ge=0,
+        description="a measurement during which other processes kept more cores busy than "
+        "this is flagged as disturbed and not cached",
+    )
 
     @model_validator(mode="after")
     def _runs_order(self) -> BenchmarkSettings:

@@ -18,6 +18,12 @@ an environment. ``SLIMGATE_IMAGE`` (default: the image tagged with this package'
 ``SLIMGATE_NAMESPACE`` and ``SLIMGATE_RUNS_PVC`` (a volume claim mounted at the runs folder)
 configure the pods.
 
+Measurements never overlap. In local mode every task holds the host's lock
+(``components.hostlock``): candidates build side by side and benchmark one at a time, also
+against other DAGs' runs on the same host. Pods share no lock unless ``SLIMGATE_HOST_LOCK_DIR``
+names a folder of the node to mount as one (hostPath); without it the candidate task runs one
+pod at a time (``max_active_tis_per_dagrun=1``).
+
 The tasks are the steps of ``components.pipeline.STEPS``, in its order, with its conditions and
 failure semantics (a failed candidate is recorded and judged by the gate; ``report`` runs
 whatever happened). When no candidate meets the goals the ``promote`` task fails with the reason,
@@ -191,15 +197,25 @@ def _kubernetes_tasks(production: Asset) -> None:
         "get_logs": True,
         "on_finish_action": "delete_pod",
     }
+    volumes, mounts = [], []
     claim = os.environ.get("SLIMGATE_RUNS_PVC")
     if claim:
-        pod["volumes"] = [
-            k8s.V1Volume(
-                name="runs",
-                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=claim),
-            )
-        ]
-        pod["volume_mounts"] = [k8s.V1VolumeMount(name="runs", mount_path=DEFAULT_RUNS_MOUNT)]  # fmt: skip
+        volumes.append(k8s.V1Volume(
+            name="runs",
+            persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=claim),
+        ))  # fmt: skip
+        mounts.append(k8s.V1VolumeMount(name="runs", mount_path=DEFAULT_RUNS_MOUNT))
+    # a folder of each node that its pods share as the host lock (components/hostlock.py):
+    # with it, candidates build side by side and measure in turn on each node
+    lock_dir = os.environ.get("SLIMGATE_HOST_LOCK_DIR")
+    if lock_dir:
+        volumes.append(k8s.V1Volume(
+            name="host-lock",
+            host_path=k8s.V1HostPathVolumeSource(path=lock_dir, type="DirectoryOrCreate"),
+        ))  # fmt: skip
+        mounts.append(k8s.V1VolumeMount(name="host-lock", mount_path="/run/slimgate"))
+    if volumes:
+        pod["volumes"], pod["volume_mounts"] = volumes, mounts
 
     tasks: dict[str, Any] = {}
     previous: Any = None
@@ -212,6 +228,8 @@ def _kubernetes_tasks(production: Asset) -> None:
                   "do_xcom_push": outputs is not None, **pod}  # fmt: skip
         if s.name == "promote":
             kwargs["retries"] = 0  # a rejection (exit 3) is final
+        if s.fan_out is not None and s.measures and not lock_dir:
+            kwargs["max_active_tis_per_dagrun"] = 1  # pods that share no lock measure in turn
         if s.fan_out is not None:
             upstream = tasks[s.fan_out]
             current = KubernetesPodOperator.partial(task_id=s.name, **kwargs).expand(

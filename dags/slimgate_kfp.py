@@ -8,7 +8,12 @@
 The graph is ``components.pipeline.STEPS``; steps share a run directory (a volume or bucket
 mount in a cluster) and also emit typed artifacts (Dataset, Model, Metrics, HTML) for the KFP
 UI. Candidates fan out with ``ParallelFor``; the report is the exit handler; promote takes the
-gate's selection and fails the run when there is none::
+gate's selection and fails the run when there is none.
+
+Measurements never overlap. In the lightweight form the steps share the host's lock
+(``components.hostlock``), so candidates build side by side and benchmark in turn; in the
+container form, whose pods may land anywhere and share no lock, the candidate loop runs one
+candidate at a time (``parallelism=1``)::
 
     python dags/slimgate_kfp.py compile infra/kfp/slimgate-pipeline.yaml
 """
@@ -227,7 +232,9 @@ def build_pipeline(form: Literal["lightweight", "container"] = "lightweight") ->
                     continue
                 inputs = {keyword: values[source] for keyword, source in s.inputs}
                 if s.fan_out is not None:
-                    with dsl.ParallelFor(values[s.fan_out]) as item:
+                    # pods on a cluster share no host lock: measuring items go one at a time
+                    serial = form == "container" and s.measures
+                    with dsl.ParallelFor(values[s.fan_out], parallelism=1 if serial else 0) as item:
                         task = components[s.name](**run, **{str(s.item): item}, **inputs)
                 else:
                     task = components[s.name](**run, **inputs)

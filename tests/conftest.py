@@ -39,6 +39,23 @@ def write_spec(tmp_path: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def needs() -> Any:
+    """``needs(service, present, how)``: skip a test whose service is missing here, or fail it
+    where ``SLIMGATE_TEST_REQUIRE`` (set by .ci/run) lists the service: CI never skips them."""
+
+    def check(service: str, present: bool, how: str) -> None:
+        if present:
+            return
+        required = os.environ.get("SLIMGATE_TEST_REQUIRE", "").split(",")
+        message = f"needs {service} ({how})"
+        if service in required:
+            pytest.fail(f"{message}: SLIMGATE_TEST_REQUIRE says it must be here")
+        pytest.skip(message)
+
+    return check
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 HTTP API on loopback (moto's server), shared through the standard AWS
     environment variables so that subprocesses reach it too. Starts empty but for a bucket

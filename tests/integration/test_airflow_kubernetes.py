@@ -34,7 +34,11 @@ PROBE = textwrap.dedent("""
                      "xcom": t.do_xcom_push, "mounts": [v.mount_path for v in t.volume_mounts]}
         elif type(t).__name__ == "MappedOperator":
             info |= {"image": t.partial_kwargs["image"],
-                     "arguments": t.expand_input.value["arguments"].callables[0]("c0-x")}
+                     "arguments": t.expand_input.value["arguments"].callables[0]("c0-x"),
+                     "max_active": t.max_active_tis_per_dagrun,
+                     "mounts": [v.mount_path for v in t.partial_kwargs.get("volume_mounts") or []],
+                     "host_paths": [v.host_path.path for v in t.partial_kwargs.get("volumes") or []
+                                    if v.host_path is not None]}
         out[t.task_id] = info
     print("RESULT " + json.dumps(out, default=str))
 """)
@@ -109,6 +113,18 @@ def test_candidates_fan_out_over_the_names_the_data_step_returns(dag: dict[str, 
     cand = dag["candidate"]
     assert cand["type"] == "MappedOperator" and cand["image"] == "registry.example/slimgate:1.2.3"
     assert cand["arguments"] == ["candidate", *RUN, "--candidate", "c0-x"]
+
+
+def test_pods_without_a_shared_host_lock_measure_one_at_a_time(
+    dag: dict[str, Any], tmp_path: Path
+) -> None:
+    assert dag["candidate"]["max_active"] == 1 and dag["candidate"]["host_paths"] == []
+    shared = parse(tmp_path, SLIMGATE_HOST_LOCK_DIR="/var/lock/slimgate")
+    cand = shared["candidate"]
+    assert cand["max_active"] is None  # they build side by side and take turns on the lock
+    assert cand["host_paths"] == ["/var/lock/slimgate"]
+    assert cand["mounts"] == ["/data/slimgate", "/run/slimgate"]
+    assert shared["baseline"]["mounts"] == ["/data/slimgate", "/run/slimgate"]
 
 
 def test_parsing_needs_no_heavy_library_and_runs_go_to_the_volume(dag: dict[str, Any]) -> None:

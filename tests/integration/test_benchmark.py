@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,48 @@ def test_fused_nodes_make_macs_unknown_not_zero(models: dict[str, Path], tmp_pat
     assert record["macs_per_example"] is None
     result = slimgate("bench", str(fused), "--seconds", "0.05", "--threads", "1")
     assert result.returncode == 0 and "MACs unknown" in result.stdout
+
+
+MEASURE = """
+import sys
+from pathlib import Path
+from components.benchmark import benchmark
+from components.spec import BenchmarkSettings, Target
+settings = BenchmarkSettings(warmup=2, min_runs=20, min_seconds=0.3)
+benchmark(Path(sys.argv[1]), None, Path(sys.argv[2]), Target(threads=1), settings)
+"""
+
+
+def test_measurements_started_together_take_turns(models: dict[str, Path], tmp_path: Path) -> None:
+    # what an orchestrator does with mapped candidates: start their benchmarks at once
+    outs = [tmp_path / f"bench{i}.json" for i in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", MEASURE, str(models["small"]), str(out)])
+             for out in outs]  # fmt: skip
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    holds = sorted((read_json(out)["host_lock"] for out in outs), key=lambda h: h["acquired"])
+    for before, after in itertools.pairwise(holds):
+        assert before["released"] <= after["acquired"], holds  # never two at once
+    assert sum(h["waited_s"] > 0.2 for h in holds) >= 2  # two of them waited their turn
+    for out in outs:
+        load = read_json(out)["batches"]["1"]["load"]
+        assert load["competing_cores"] is not None and load["wall_s"] > 0.3
+
+
+def test_a_measurement_under_competing_load_is_flagged(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    # two busy processes that are not slimgate's (they hold no lock) on a two-core machine
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 60: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    try:
+        record = benchmark(models["small"], None, tmp_path / "b.json", Target(threads=1),
+                           FAST.model_copy(update={"min_seconds": 0.5}))  # fmt: skip
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    load = record["batches"]["1"]["load"]
+    assert load["competing_cores"] > FAST.max_competing_cores
+    assert record["disturbed"].startswith(f"other processes kept {load['competing_cores']:.2f}")
+    assert "benchmark.max_competing_cores" in record["disturbed"]
+    assert read_json(tmp_path / "b.json")["disturbed"] == record["disturbed"]

@@ -33,8 +33,9 @@ DEFAULT_PATH = Path("/tmp/slimgate/host.lock")
 
 @dataclass
 class Hold:
-    """An exclusive hold: the lock file, the seconds spent waiting for it, and when it was taken
-    and given back (Unix time; ``released`` is None while it is held)."""
+    """An exclusive hold: the lock file, the seconds spent waiting for it (for a hold within
+    another, the outer one's wait), and when it was taken and given back (Unix time;
+    ``released`` is None while it is held)."""
 
     path: str
     waited_s: float
@@ -54,6 +55,7 @@ class HostLock:
         self._fd: int | None = None
         self._shared = 0
         self._exclusive = 0
+        self._outer = Hold(str(path), 0.0, 0.0)  # the outermost exclusive hold
 
     def _open(self) -> int:
         if self._fd is None:
@@ -98,12 +100,14 @@ class HostLock:
         meanwhile (so two measuring steps cannot wait on each other) and taken back after."""
         import fcntl
 
-        if self._exclusive:  # within an outer hold, whose times are the ones that count
+        if self._exclusive:  # within an outer hold: already alone, after the outer's wait
             self._exclusive += 1
+            inner = Hold(str(self.path), self._outer.waited_s, time.time())
             try:
-                yield Hold(str(self.path), 0.0, time.time())
+                yield inner
             finally:
                 self._exclusive -= 1
+                inner.released = time.time()
             return
         fd = self._open()
         start = time.monotonic()
@@ -114,7 +118,7 @@ class HostLock:
                          what, self.path)  # fmt: skip
             fcntl.flock(fd, fcntl.LOCK_EX)
         self._exclusive += 1
-        hold = Hold(str(self.path), time.monotonic() - start, time.time())
+        hold = self._outer = Hold(str(self.path), time.monotonic() - start, time.time())
         try:
             yield hold
         finally:

@@ -88,8 +88,9 @@ def test_a_working_process_gives_up_its_share_to_measure_and_takes_it_back(
         assert not _try(lock.path, "exclusive")
         with lock.exclusive("outer") as outer, lock.exclusive("inner") as inner:
             assert not _try(lock.path, "shared")
-            assert outer.waited_s >= 0 and inner.acquired >= outer.acquired
-        assert outer.released is not None and outer.released >= outer.acquired
+            assert inner.waited_s == outer.waited_s and inner.acquired >= outer.acquired
+        assert outer.released is not None and inner.released is not None
+        assert outer.acquired <= inner.acquired <= inner.released <= outer.released
         assert _try(lock.path, "shared") and not _try(lock.path, "exclusive")
     assert _try(lock.path, "exclusive")  # all given back
 

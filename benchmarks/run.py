@@ -7,15 +7,23 @@ Prints, for the baseline and every candidate: p50, p95 with its upper confidence
 throughput at each batch size, size, MACs, the share of the machine's nominal compute peak the
 model reaches, and the speedup over the baseline with its interval. Then two repeatability
 checks: the same model benchmarked twice in a row (medians within 5%?), and the same model
-compared against itself (does the speedup interval contain 1?).
+compared against itself (does the speedup interval contain 1?). Last, what the host's lock
+does when an orchestrator starts three candidates' benchmarks at once: the same three
+measurements with one shared lock (as slimgate runs them) and with none shared (as they ran
+before it), interleaved.
+
+    python benchmarks/run.py            # everything (make bench)
+    python benchmarks/run.py overlap    # only the last part
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -72,8 +80,70 @@ def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[S
     return spec, result.run_dir, seconds
 
 
+MEASURE = """
+import json, sys
+from pathlib import Path
+from components.benchmark import benchmark
+from components.spec import BenchmarkSettings, Target
+model, data, out, threads = sys.argv[1:]
+benchmark(Path(model), Path(data), Path(out), Target(threads=int(threads)), BenchmarkSettings())
+"""
+
+
+def overlap(model: Path, split: Path, threads: int, root: Path, console: Console) -> None:
+    """Three benchmarks started together, with the host's lock shared and with a lock each,
+    alternating (3 rounds of each); prints their latency, the load they saw and the wall time."""
+    import os
+    import subprocess
+
+    import numpy as np
+
+    def together(shared: bool, round_: int) -> tuple[list[dict[str, Any]], float]:
+        outs = [root / f"overlap-{shared}-{round_}-{i}.json" for i in range(3)]
+        procs = []
+        start = time.perf_counter()
+        for i, out in enumerate(outs):
+            lock = root / ("host.lock" if shared else f"own-{round_}-{i}.lock")
+            env = {**os.environ, "SLIMGATE_HOST_LOCK": str(lock)}
+            procs.append(subprocess.Popen([sys.executable, "-c", MEASURE, str(model), str(split),
+                                           str(out), str(threads)], env=env))  # fmt: skip
+        assert all(p.wait(timeout=900) == 0 for p in procs)
+        records = [json.loads(out.read_text()) for out in outs]
+        return records, time.perf_counter() - start
+
+    results: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    for round_ in range(3):
+        for shared in (True, False) if round_ % 2 == 0 else (False, True):
+            records, wall = together(shared, round_)
+            results[shared] += records
+            walls[shared].append(wall)
+    table = Table(title=f"three benchmarks started at once ({threads} threads each, "
+                  "3 interleaved rounds of each)", title_justify="left")  # fmt: skip
+    for col in ("host lock", "p50 ms", "p95 ms", "p99 ms", "others' cores (max)", "disturbed",
+                "wall s per round"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "host lock" else "right")
+    for shared, label in ((False, "one each (before)"), (True, "shared (slimgate)")):
+        batch = [r["batches"]["1"] for r in results[shared]]
+        busy = max(b["load"]["competing_cores"] or 0 for b in batch)
+        table.add_row(label, f"{np.median([b['p50_ms'] for b in batch]):.3f}",
+                      f"{np.median([b['p95_ms'] for b in batch]):.3f}",
+                      f"{np.median([b['p99_ms'] for b in batch]):.3f}", f"{busy:.2f}",
+                      f"{sum(r['disturbed'] is not None for r in results[shared])} of {len(batch)}",
+                      f"{np.median(walls[shared]):.1f}")  # fmt: skip
+    console.print()
+    console.print(table)
+
+
 def main() -> int:
     console = Console(highlight=False, width=190)
+    if sys.argv[1:] == ["overlap"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = load_spec(demo_spec_path())
+            run_dir = run(spec.model_copy(update={"candidates": []}), Path(tmp) / "runs").run_dir
+            overlap(run_dir / "baseline" / "model.onnx", run_dir / "data" / "test.npz",
+                    spec.target.threads, Path(tmp), console)  # fmt: skip
+        return 0
     examples = Path(__file__).parents[1] / "examples"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -104,6 +174,7 @@ def main() -> int:
         console.print(f"self-comparison: baseline against itself: {same['speedup']:.3f}x, "
                       f"95% interval [{low:.3f}, {high:.3f}]: "
                       + ("contains 1" if contains else "[red]does NOT contain 1[/]"))  # fmt: skip
+        overlap(base, split, one.threads, root, console)
     failed = [name for name, ok in (("re-run under a fifth of the first", ratio < 0.2),
                                     ("baseline twice within 5%", diff <= 0.05),
                                     ("self-comparison interval contains 1", contains)) if not ok]  # fmt: skip

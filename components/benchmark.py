@@ -80,13 +80,22 @@ def run_worker(request: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
 
 
 def disturbance(loads: list[dict[str, Any]], settings: BenchmarkSettings) -> str | None:
-    """Why measurements taken under these loads cannot be trusted, or None when they can."""
-    busy = [x["competing_cores"] for x in loads if x.get("competing_cores") is not None]
-    worst = max(busy, default=0.0)
-    if worst <= settings.max_competing_cores:
+    """Why measurements taken under these loads cannot be trusted, or None when they can.
+
+    The load is averaged over the measurement's processes, weighted by their wall time (a
+    comparison's statistic tolerates one disturbed round of many; a sustained load it cannot),
+    and counts both other processes' CPU time and time the hypervisor gave to other guests.
+    """
+    known = [x for x in loads if x.get("competing_cores") is not None]
+    if not known:
+        return None  # /proc/stat unreadable: each load record says so
+    wall = sum(x["wall_s"] for x in known)
+    busy = sum((x["competing_cores"] + (x.get("steal_cores") or 0.0)) * x["wall_s"] for x in known)
+    cores = round(busy / wall, 4) if wall > 0 else 0.0  # as precise as the loads are
+    if cores <= settings.max_competing_cores:
         return None
     return (
-        f"other processes kept {worst:.2f} cores busy while it was measured "
+        f"other processes kept {cores:.2f} cores busy while it was measured "
         f"(at most {settings.max_competing_cores:g} allowed: benchmark.max_competing_cores)"
     )
 

@@ -91,9 +91,11 @@ def cmd_step(args: argparse.Namespace) -> int:
     name = args.step_name
     if name == "evaluate":
         from components.evaluate import evaluate
+        from components.hostlock import host_lock
 
-        out = evaluate(Path(args.model), Path(args.data), Path(args.out),
-                       threads=args.threads, reference=args.reference)  # fmt: skip
+        with host_lock().shared():
+            out = evaluate(Path(args.model), Path(args.data), Path(args.out),
+                           threads=args.threads, reference=args.reference)  # fmt: skip
         print(json.dumps({k: v for k, v in out.items() if k != "per_class_accuracy"}, indent=2))
         return EXIT_OK
     if name == "benchmark":

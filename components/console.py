@@ -116,7 +116,7 @@ def summary(spec: Spec, run_dir: Path) -> None:
         if row.get("error"):
             notes.append(f"{row['name']}: [red]error[/]: {row['error']}")
         for note in row.get("disturbed") or []:
-            notes.append(f"{row['name']}: [yellow]disturbed[/] {note} (not cached)")
+            notes.append(f"{row['name']}: [yellow]disturbed[/] {note} (never cached)")
         for g in row.get("goals", []):
             if g["outcome"] != "pass":
                 notes.append(
@@ -206,3 +206,7 @@ def print_bench(record: dict[str, Any], comparison: dict[str, Any] | None) -> No
             f"against {comparison['baseline']}: {comparison['speedup']:.3f}x ({interval}) over "
             f"{comparison['rounds']} alternating rounds: {comparison['note']}"
         )
+    for what, rec in (("benchmark", record), ("comparison", comparison or {})):
+        if rec.get("disturbed"):
+            out.print(f"[yellow]disturbed[/] {what}: {rec['disturbed']}; measure again when the "
+                      "machine is quiet")  # fmt: skip

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import numpy as np
@@ -153,12 +153,12 @@ class LoadMeter:
         self._jiffies = _cpu_jiffies()
         self._own = _own_cpu_seconds()
         self._load = _loadavg()
-        self._start = time.monotonic()
+        self._start = monotonic()
         self.result: dict[str, Any] = {}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        wall = max(time.monotonic() - self._start, 1e-9)
+        wall = max(monotonic() - self._start, 1e-9)
         end = _cpu_jiffies()
         own = _own_cpu_seconds() - self._own
         self.result = {"wall_s": round(wall, 4), "own_cpu_s": round(own, 4),

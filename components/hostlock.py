@@ -9,7 +9,9 @@ subprocesses, and containers that mount the lock's folder (the image reads
 ``SLIMGATE_HOST_LOCK=/run/slimgate/host.lock``; mount the host's ``/tmp/slimgate`` there).
 
 The lock is ``flock(2)``: the kernel releases it when a process dies, so a killed step never
-leaves the host locked. It keeps out only slimgate's own work; anything else that loads the
+leaves the host locked. A waiting measurement goes ahead of work that asks after it (a
+turnstile, see :class:`HostLock`). A child forked without exec (multiprocessing) shares its
+parent's hold; the benchmark workers are started with exec and do not inherit the lock. It keeps out only slimgate's own work; anything else that loads the
 machine is caught by the load each measurement records (:class:`components.hardware.LoadMeter`).
 """
 
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HostLock", "host_lock"]
+from components.errors import InputError
+
+__all__ = ["Hold", "HostLock", "HostLockError", "host_lock"]
 
 _logger = logging.getLogger(__name__)
 
@@ -47,35 +51,81 @@ class Hold:
                 "acquired": self.acquired, "released": self.released}  # fmt: skip
 
 
+class HostLockError(InputError):
+    """The host's lock file cannot be opened: a setup problem, refused before any work."""
+
+
+def _open_lock(path: Path) -> int:
+    folder = path.parent
+    try:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            with suppress(OSError):  # every user of the host shares it
+                folder.chmod(0o1777)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            with suppress(OSError):
+                os.fchmod(fd, 0o666)
+        except PermissionError:  # another user's file: flock needs only read access
+            fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise HostLockError(
+            f"cannot open the host's lock {path} ({exc.strerror}): its folder must be writable "
+            f"by every user that runs slimgate (mkdir -m 1777 -p {folder}), or the file must "
+            "exist and be readable; set SLIMGATE_HOST_LOCK to choose another"
+        ) from None
+    return fd
+
+
 class HostLock:
-    """One process's handle on the host's lock file (re-entrant within the process)."""
+    """One process's handle on the host's lock (re-entrant within the process).
+
+    Two files: ``path``, held shared by work and exclusively by a measurement, and
+    ``path.turn``, a turnstile that a measurement takes while it waits: new work passes through
+    it before taking its share, so a waiting measurement goes ahead of work that comes after it
+    (``flock`` alone would let a steady stream of work keep it waiting for ever). Nothing waits
+    on the turnstile while it holds the lock itself, so no two processes can wait on each other.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd: int | None = None
+        self.turn = path.with_name(path.name + ".turn")
+        self._fds: tuple[int, int] | None = None
         self._shared = 0
         self._exclusive = 0
         self._outer = Hold(str(path), 0.0, 0.0)  # the outermost exclusive hold
 
-    def _open(self) -> int:
-        if self._fd is None:
-            folder = self.path.parent
-            if not folder.is_dir():
-                folder.mkdir(parents=True, exist_ok=True)
-                with suppress(OSError):  # every user of the host shares it
-                    folder.chmod(0o1777)
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-                with suppress(OSError):
-                    os.fchmod(self._fd, 0o666)
-            except PermissionError:  # another user's file: flock needs only read access
-                self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd
+    def waiters(self) -> int:
+        """How many requests on this host wait for the lock or its turnstile (/proc/locks)."""
+        ids = set()
+        for path in (self.path, self.turn):
+            with suppress(OSError):
+                st = path.stat()
+                ids.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+        try:
+            lines = Path("/proc/locks").read_text().splitlines()
+        except OSError:
+            return 0
+        return sum(1 for ln in lines if "->" in ln and any(f" {i} " in ln for i in ids))
+
+    def _open(self) -> tuple[int, int]:
+        if self._fds is None:
+            self._fds = (_open_lock(self.path), _open_lock(self.turn))
+        return self._fds
 
     def _close_if_unused(self) -> None:
-        if self._fd is not None and not self._shared and not self._exclusive:
-            os.close(self._fd)
-            self._fd = None
+        if self._fds is not None and not self._shared and not self._exclusive:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+
+    def _take_share(self) -> None:
+        import fcntl
+
+        lock, turn = self._open()
+        fcntl.flock(turn, fcntl.LOCK_EX)  # behind any measurement that is waiting
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        fcntl.flock(turn, fcntl.LOCK_UN)
 
     @contextmanager
     def shared(self) -> Iterator[None]:
@@ -84,20 +134,20 @@ class HostLock:
 
         first = not self._shared and not self._exclusive
         if first:
-            fcntl.flock(self._open(), fcntl.LOCK_SH)
+            self._take_share()
         self._shared += 1
         try:
             yield
         finally:
             self._shared -= 1
             if first:
-                fcntl.flock(self._open(), fcntl.LOCK_UN)
+                fcntl.flock(self._open()[0], fcntl.LOCK_UN)
                 self._close_if_unused()
 
     @contextmanager
     def exclusive(self, what: str) -> Iterator[Hold]:
-        """Hold the lock alone while measuring ``what``; a shared hold of this process is given up
-        meanwhile (so two measuring steps cannot wait on each other) and taken back after."""
+        """Hold the lock alone while measuring ``what``. A shared hold of this process is given
+        up first (so two measuring steps cannot wait on each other) and taken back after."""
         import fcntl
 
         if self._exclusive:  # within an outer hold: already alone, after the outer's wait
@@ -109,14 +159,19 @@ class HostLock:
                 self._exclusive -= 1
                 inner.released = time.time()
             return
-        fd = self._open()
+        lock, turn = self._open()
         start = time.monotonic()
+        if self._shared:
+            fcntl.flock(lock, fcntl.LOCK_UN)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             _logger.info("%s: waiting for other slimgate work on this host to finish (%s)",
                          what, self.path)  # fmt: skip
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(turn, fcntl.LOCK_UN)
         self._exclusive += 1
         hold = self._outer = Hold(str(self.path), time.monotonic() - start, time.time())
         try:
@@ -124,7 +179,9 @@ class HostLock:
         finally:
             self._exclusive -= 1
             hold.released = time.time()
-            fcntl.flock(fd, fcntl.LOCK_SH if self._shared else fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if self._shared:
+                self._take_share()  # behind a measurement that waited meanwhile
             self._close_if_unused()
 
 

@@ -230,7 +230,7 @@ def _html(d: dict[str, Any]) -> str:
         parts.append(
             '<h3 class="inconclusive">Disturbed measurements</h3><p>Other processes loaded the '
             "machine while these were measured; their timings, and the speed goals decided on "
-            "them, are in doubt. They were not cached: run again on a quiet machine.</p><ul>"
+            "them, are in doubt. They are never stored in the cache: run again on a quiet machine.</p><ul>"
             + "".join(f"<li>{e(name)}: {e(note)}</li>" for name, note in disturbed)
             + "</ul>"
         )

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from components.hostlock import host_lock
 from components.layout import RunLayout
 from components.pipeline import run_step, step
 from components.records import StepRecord
@@ -84,10 +85,11 @@ def execute(
     if unknown:
         raise ValueError(f"step {name} has no output {unknown}; outputs: {[*s.outputs, 'value']}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    record, result = run_step(name, spec, run_dir, item=item, **dict(inputs or {}))
-    run = RunLayout(run_dir)
-    for output, path in asked.items():
-        writer = OUTPUTS[output](run, record, result)
-        if writer is not None and path:
-            writer(path)
+    with host_lock().shared():  # the outputs too are work that no measurement may run beside
+        record, result = run_step(name, spec, run_dir, item=item, **dict(inputs or {}))
+        run = RunLayout(run_dir)
+        for output, path in asked.items():
+            writer = OUTPUTS[output](run, record, result)
+            if writer is not None and path:
+                writer(path)
     return record

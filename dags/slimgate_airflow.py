@@ -21,8 +21,10 @@ configure the pods.
 Measurements never overlap. In local mode every task holds the host's lock
 (``components.hostlock``): candidates build side by side and benchmark one at a time, also
 against other DAGs' runs on the same host. Pods share no lock unless ``SLIMGATE_HOST_LOCK_DIR``
-names a folder of the node to mount as one (hostPath); without it the candidate task runs one
-pod at a time (``max_active_tis_per_dagrun=1``).
+names a folder of the nodes whose lock files to mount (hostPath); without it the candidate task
+runs one pod at a time within a DAG run (``max_active_tis_per_dagrun=1``). ``SLIMGATE_POOL``
+puts every measuring task (baseline, candidates, search) in that pool: give it one slot and
+the measuring pods of every DAG that uses it take turns.
 
 The tasks are the steps of ``components.pipeline.STEPS``, in its order, with its conditions and
 failure semantics (a failed candidate is recorded and judged by the gate; ``report`` runs
@@ -205,18 +207,22 @@ def _kubernetes_tasks(production: Asset) -> None:
             persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=claim),
         ))  # fmt: skip
         mounts.append(k8s.V1VolumeMount(name="runs", mount_path=DEFAULT_RUNS_MOUNT))
-    # a folder of each node that its pods share as the host lock (components/hostlock.py):
-    # with it, candidates build side by side and measure in turn on each node
+    # a folder of each node whose lock files its pods share (components/hostlock.py): with it,
+    # candidates build side by side and measure in turn on each node. The files are mounted,
+    # not the folder, which the node creates for root alone: flock needs only read access.
     lock_dir = os.environ.get("SLIMGATE_HOST_LOCK_DIR")
     if lock_dir:
-        volumes.append(k8s.V1Volume(
-            name="host-lock",
-            host_path=k8s.V1HostPathVolumeSource(path=lock_dir, type="DirectoryOrCreate"),
-        ))  # fmt: skip
-        mounts.append(k8s.V1VolumeMount(name="host-lock", mount_path="/run/slimgate"))
+        for name in ("host.lock", "host.lock.turn"):
+            volume = "host-" + name.replace(".", "-")
+            volumes.append(k8s.V1Volume(
+                name=volume,
+                host_path=k8s.V1HostPathVolumeSource(path=f"{lock_dir}/{name}", type="FileOrCreate"),
+            ))  # fmt: skip
+            mounts.append(k8s.V1VolumeMount(name=volume, mount_path=f"/run/slimgate/{name}"))
     if volumes:
         pod["volumes"], pod["volume_mounts"] = volumes, mounts
 
+    pool = os.environ.get("SLIMGATE_POOL")
     tasks: dict[str, Any] = {}
     previous: Any = None
     for s in STEPS:
@@ -230,6 +236,8 @@ def _kubernetes_tasks(production: Asset) -> None:
             kwargs["retries"] = 0  # a rejection (exit 3) is final
         if s.fan_out is not None and s.measures and not lock_dir:
             kwargs["max_active_tis_per_dagrun"] = 1  # pods that share no lock measure in turn
+        if s.measures and pool:
+            kwargs["pool"] = pool  # one slot: measuring pods of every DAG take turns
         if s.fan_out is not None:
             upstream = tasks[s.fan_out]
             current = KubernetesPodOperator.partial(task_id=s.name, **kwargs).expand(

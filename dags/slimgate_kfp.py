@@ -10,10 +10,10 @@ mount in a cluster) and also emit typed artifacts (Dataset, Model, Metrics, HTML
 UI. Candidates fan out with ``ParallelFor``; the report is the exit handler; promote takes the
 gate's selection and fails the run when there is none.
 
-Measurements never overlap. In the lightweight form the steps share the host's lock
-(``components.hostlock``), so candidates build side by side and benchmark in turn; in the
-container form, whose pods may land anywhere and share no lock, the candidate loop runs one
-candidate at a time (``parallelism=1``)::
+Measurements never overlap: pods may land anywhere and share no host lock
+(``components.hostlock``), so the candidate loop runs one candidate at a time
+(``parallelism=1``) in both forms; within a pod, and for ``kfp.local`` on one machine, the
+lock keeps each measurement apart from other slimgate work::
 
     python dags/slimgate_kfp.py compile infra/kfp/slimgate-pipeline.yaml
 """
@@ -233,8 +233,9 @@ def build_pipeline(form: Literal["lightweight", "container"] = "lightweight") ->
                 inputs = {keyword: values[source] for keyword, source in s.inputs}
                 if s.fan_out is not None:
                     # pods on a cluster share no host lock: measuring items go one at a time
-                    serial = form == "container" and s.measures
-                    with dsl.ParallelFor(values[s.fan_out], parallelism=1 if serial else 0) as item:
+                    with dsl.ParallelFor(
+                        values[s.fan_out], parallelism=1 if s.measures else 0
+                    ) as item:
                         task = components[s.name](**run, **{str(s.item): item}, **inputs)
                 else:
                     task = components[s.name](**run, **inputs)

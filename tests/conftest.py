@@ -38,6 +38,29 @@ def write_spec(tmp_path: Path) -> Any:
     return write
 
 
+@pytest.fixture
+def competing_load() -> Any:
+    """``with competing_load():`` two processes that are not slimgate's (they hold no lock) keep
+    both cores of the machine busy."""
+    import subprocess
+    import sys
+    from contextlib import contextmanager
+
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 600: pass"
+
+    @contextmanager
+    def busy() -> Iterator[None]:
+        burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+        try:
+            yield
+        finally:
+            for b in burners:
+                b.kill()
+                b.wait()
+
+    return busy
+
+
 @pytest.fixture(scope="session")
 def needs() -> Any:
     """``needs(service, present, how)``: skip a test whose service is missing here, or fail it

@@ -5,8 +5,8 @@ if [ -z "${CONTAINERS_CONF:-}" ]; then
   # podman's defaults are above what this kind of host allows (setrlimit is refused); nproc
   # above 32768 was refused too, even under the host's hard limit
   nofile=$(ulimit -Hn) nproc=$(ulimit -Hu)
-  [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
-  [ "$nofile" = unlimited ] && nofile=1048576
+  if [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; then nproc=32768; fi
+  if [ "$nofile" = unlimited ]; then nofile=1048576; fi
   CONTAINERS_CONF=${TMPDIR:-/tmp}/slimgate-containers-$(id -u).conf
   cat > "$CONTAINERS_CONF" <<CONF
 [containers]

@@ -34,6 +34,7 @@ if [ -z "$wheels" ]; then
   done
 fi
 if [ -n "$wheels" ]; then
+  wheels=$(cd "$wheels" && pwd)  # a relative path would name a podman volume
   args+=(--build-arg "TORCH_WHEELS=$wheels" -v "$wheels:$wheels:ro")
 fi
 # pip in the build trusts what pip on this host trusts (a proxy's CA, say)

@@ -30,12 +30,13 @@ PROBE = textwrap.dedent("""
         info = {"type": type(t).__name__, "trigger_rule": str(t.trigger_rule).split(".")[-1],
                 "upstream": sorted(t.upstream_task_ids)}
         if type(t).__name__ == "KubernetesPodOperator":
-            info |= {"image": t.image, "cmds": t.cmds, "arguments": t.arguments,
+            info |= {"image": t.image, "cmds": t.cmds, "arguments": t.arguments, "pool": t.pool,
                      "xcom": t.do_xcom_push, "mounts": [v.mount_path for v in t.volume_mounts]}
         elif type(t).__name__ == "MappedOperator":
             info |= {"image": t.partial_kwargs["image"],
                      "arguments": t.expand_input.value["arguments"].callables[0]("c0-x"),
                      "max_active": t.max_active_tis_per_dagrun,
+                     "pool": t.partial_kwargs.get("pool"),
                      "mounts": [v.mount_path for v in t.partial_kwargs.get("volume_mounts") or []],
                      "host_paths": [v.host_path.path for v in t.partial_kwargs.get("volumes") or []
                                     if v.host_path is not None]}
@@ -119,12 +120,19 @@ def test_pods_without_a_shared_host_lock_measure_one_at_a_time(
     dag: dict[str, Any], tmp_path: Path
 ) -> None:
     assert dag["candidate"]["max_active"] == 1 and dag["candidate"]["host_paths"] == []
-    shared = parse(tmp_path, SLIMGATE_HOST_LOCK_DIR="/var/lock/slimgate")
+    shared = parse(tmp_path, SLIMGATE_HOST_LOCK_DIR="/var/lock/slimgate", SLIMGATE_POOL="measure")
     cand = shared["candidate"]
     assert cand["max_active"] is None  # they build side by side and take turns on the lock
-    assert cand["host_paths"] == ["/var/lock/slimgate"]
-    assert cand["mounts"] == ["/data/slimgate", "/run/slimgate"]
-    assert shared["baseline"]["mounts"] == ["/data/slimgate", "/run/slimgate"]
+    assert cand["host_paths"] == [
+        "/var/lock/slimgate/host.lock",
+        "/var/lock/slimgate/host.lock.turn",
+    ]
+    lock_mounts = ["/run/slimgate/host.lock", "/run/slimgate/host.lock.turn"]
+    assert cand["mounts"] == ["/data/slimgate", *lock_mounts]
+    assert shared["baseline"]["mounts"] == ["/data/slimgate", *lock_mounts]
+    # the pool: every step that measures, and only those
+    assert {n for n, t in shared.items() if not n.startswith("_") and t.get("pool") == "measure"} == {
+        "baseline", "candidate", "search"}  # fmt: skip
 
 
 def test_parsing_needs_no_heavy_library_and_runs_go_to_the_volume(dag: dict[str, Any]) -> None:

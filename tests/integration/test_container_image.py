@@ -56,6 +56,7 @@ class PipelineRun:
     def __init__(self, image: str, volume: Path, lock_dir: Path, run_id: str) -> None:
         self.image, self.volume, self.lock_dir, self.run_id = image, volume, lock_dir, run_id
         self.ran: list[tuple[str, int]] = []  # (task display name, exit code), in order
+        self.log = ""  # each container's exit code and the end of its stderr
 
     def container(self, task: str, executor: dict[str, Any], params: dict[str, Any]) -> int:
         outputs = f"{VOLUME}/outputs/{task}"
@@ -77,10 +78,7 @@ class PipelineRun:
                spec["image"], *spec["command"], *map(fill, spec["args"])]  # fmt: skip
         proc = subprocess.run(cmd, env=podman_env(), capture_output=True, text=True,
                               timeout=900, check=False)  # fmt: skip
-        self.log = (
-            getattr(self, "log", "")
-            + f"\n--- {task}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
-        )
+        self.log += f"\n--- {task}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
         return proc.returncode
 
     def dag(self, component: str, scope: dict[str, Any]) -> bool:
@@ -168,6 +166,7 @@ def test_the_compiled_pipeline_runs_in_the_image_and_promotes(image: str, tmp_pa
     # the measurement held the lock every container on the host shares
     bench = json.loads((run_dir / "candidates" / "int8" / "benchmark.json").read_text())
     assert bench["host_lock"]["lock"] == "/run/slimgate/host.lock"
+    assert (runner.lock_dir / "host.lock").is_file()  # in the host's folder, shared
 
 
 def test_a_rejected_spec_ends_with_the_rejection_exit_code_and_writes_no_registry(

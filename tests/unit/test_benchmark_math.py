@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 import pytest
 
-from components.benchmark import summarize
-from components.hardware import Cpu, peak_macs_per_second, simd
+from components.benchmark import disturbance, summarize
+from components.hardware import Cpu, LoadMeter, peak_macs_per_second, simd
+from components.spec import BenchmarkSettings
 from validation.stats import median_interval, ratio_interval
 
 
@@ -82,3 +86,51 @@ def test_nominal_peak_follows_the_instruction_set() -> None:
         peak_macs_per_second(cpu, threads=64, int8=False)[0] == 8 * 2 * 2000e6 * 8
     )  # capped at cores
     assert peak_macs_per_second(Cpu("x", frozenset(), 2, None), 2, int8=False)[0] is None
+
+
+def _load(competing: float | None, wall: float = 1.0, steal: float = 0.0) -> dict[str, Any]:
+    return {"competing_cores": competing, "steal_cores": steal, "wall_s": wall}
+
+
+def test_a_measurement_is_disturbed_only_above_the_limit() -> None:
+    settings = BenchmarkSettings(max_competing_cores=0.3)
+    assert disturbance([_load(0.3)], settings) is None  # at the limit: kept
+    assert disturbance([_load(0.2, steal=0.1)], settings) is None
+    note = disturbance([_load(0.3001)], settings)
+    assert note == ("other processes kept 0.30 cores busy while it was measured "
+                    "(at most 0.3 allowed: benchmark.max_competing_cores)")  # fmt: skip
+    assert disturbance([_load(0.2, steal=0.2)], settings) is not None  # other guests count too
+    assert disturbance([_load(None)], settings) is None and disturbance([], settings) is None
+
+
+def test_one_disturbed_round_of_many_is_averaged_by_its_wall_time() -> None:
+    settings = BenchmarkSettings(max_competing_cores=0.3)
+    rounds = [_load(1.5, wall=0.25)] + [_load(0.0, wall=0.25)] * 13  # one 1.5-core spike
+    assert disturbance(rounds, settings) is None  # 0.11 cores over the comparison
+    assert disturbance(rounds[:3], settings) is not None  # 0.5 cores over three rounds
+
+
+def test_the_load_meter_counts_other_processes_cpu_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import components.hardware as hw
+
+    tick = os.sysconf("SC_CLK_TCK")
+    jiffies = iter([(1000, 10), (1000 + 3 * tick, 10 + tick // 2)])  # 3 s busy, 0.5 s stolen
+    own = iter([5.0, 6.0])  # of which this process and its worker used 1 s
+    clock = iter([100.0, 102.0])  # over 2 s of wall time
+    monkeypatch.setattr(hw, "_cpu_jiffies", lambda: next(jiffies))
+    monkeypatch.setattr(hw, "_own_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(hw, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(hw, "_loadavg", lambda: 0.5)
+    with LoadMeter() as meter:
+        pass
+    assert meter.result == {"wall_s": 2.0, "own_cpu_s": 1.0, "loadavg_1m": [0.5, 0.5],
+                            "competing_cores": 1.0, "steal_cores": 0.25}  # fmt: skip
+
+
+def test_an_unreadable_proc_stat_is_said_not_guessed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import components.hardware as hw
+
+    monkeypatch.setattr(hw, "_cpu_jiffies", lambda: None)
+    with LoadMeter() as meter:
+        pass
+    assert meter.result["competing_cores"] is None and "not readable" in meter.result["note"]

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from components.hostlock import HostLock, host_lock
+from components.hostlock import HostLock, HostLockError, host_lock
 
 # A process that takes the lock MODE ("shared" or "exclusive"), says so in HELD, waits until
 # RELEASE exists, then gives it back and writes the time it did in DONE.
@@ -30,18 +31,29 @@ Path(done).write_text(str(stamp))
 """
 
 
-def _holder(
+def _spawn(
     lock: Path, mode: str, tmp: Path, name: str
-) -> tuple[subprocess.Popen[bytes], Path, Path]:
+) -> tuple[subprocess.Popen[bytes], Path, Path, Path]:
     held, release, done = tmp / f"{name}.held", tmp / f"{name}.release", tmp / f"{name}.done"
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), mode, str(held),
                              str(release), str(done)])  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not held.exists():
-        assert proc.poll() is None, "the holder exited before taking the lock"
-        assert time.monotonic() < deadline, "the holder never took the lock"
-        time.sleep(0.01)
+    return proc, held, release, done
+
+
+def _holder(
+    lock: Path, mode: str, tmp: Path, name: str
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    proc, held, release, done = _spawn(lock, mode, tmp, name)
+    _until(held.exists, proc, "the holder never took the lock")
     return proc, release, done
+
+
+def _until(test: Any, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not test():
+        assert proc.poll() is None, f"exited early: {what}"
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 def _try(lock: Path, mode: str) -> bool:
@@ -101,8 +113,40 @@ def test_a_killed_holder_leaves_the_host_unlocked(tmp_path: Path) -> None:
     assert not _try(lock, "shared")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    with HostLock(lock).exclusive("after") as hold:
-        assert hold.waited_s < 30
+    assert _try(lock, "exclusive")
+
+
+def test_a_waiting_measurement_goes_ahead_of_work_that_comes_after_it(tmp_path: Path) -> None:
+    lock = tmp_path / "host.lock"
+    waiting = HostLock(lock)
+    builder, release_builder, _ = _holder(lock, "shared", tmp_path, "builder")
+    measurer, _, release_m, measured = _spawn(lock, "exclusive", tmp_path, "measurer")
+    release_m.touch()  # it lets go as soon as it has measured
+    _until(lambda: waiting.waiters() == 1, measurer, "the measurement never queued")
+    later, later_held, release_later, _ = _spawn(lock, "shared", tmp_path, "later")
+    release_later.touch()
+    _until(lambda: waiting.waiters() == 2, later, "the later work never queued")
+    release_builder.touch()  # only now can anyone go on
+    for proc in (builder, measurer, later):
+        assert proc.wait(timeout=30) == 0
+    assert float(later_held.read_text()) >= float(measured.read_text())  # it waited its turn
+
+
+def test_an_error_while_measuring_gives_the_lock_back(tmp_path: Path) -> None:
+    lock = HostLock(tmp_path / "host.lock")
+    with lock.shared():
+        with pytest.raises(RuntimeError), lock.exclusive("m"):
+            raise RuntimeError("the worker failed")
+        assert _try(lock.path, "shared") and not _try(lock.path, "exclusive")
+    assert _try(lock.path, "exclusive")
+
+
+def test_a_lock_that_cannot_be_opened_says_what_it_needs(tmp_path: Path) -> None:
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("")
+    with pytest.raises(HostLockError, match=r"cannot open the host's lock .*not-a-folder/host\.lock.*"
+                       r"mkdir -m 1777 -p .*SLIMGATE_HOST_LOCK"), HostLock(folder / "host.lock").shared():  # fmt: skip
+        pass
 
 
 def test_the_lock_file_is_chosen_by_the_environment(

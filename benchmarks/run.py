@@ -81,18 +81,22 @@ def measure(spec_path: Path, root: Path, name: str, console: Console) -> tuple[S
 
 
 MEASURE = """
-import json, sys
+import sys
 from pathlib import Path
 from components.benchmark import benchmark
+from components.hostlock import host_lock
 from components.spec import BenchmarkSettings, Target
-model, data, out, threads = sys.argv[1:]
-benchmark(Path(model), Path(data), Path(out), Target(threads=int(threads)), BenchmarkSettings())
+model, data, out, threads, settle = sys.argv[1:]
+settings = BenchmarkSettings(settle_seconds=float(settle))
+with host_lock().shared():  # as a candidate step holds it
+    benchmark(Path(model), Path(data), Path(out), Target(threads=int(threads)), settings)
 """
 
 
 def overlap(model: Path, split: Path, threads: int, root: Path, console: Console) -> None:
-    """Three benchmarks started together, with the host's lock shared and with a lock each,
-    alternating (3 rounds of each); prints their latency, the load they saw and the wall time."""
+    """Three benchmarks started together, with the host's lock shared (and waiting for quiet),
+    and as before both existed (a lock each, no wait), alternating (3 rounds of each); prints
+    their latency, the load they saw and the wall time."""
     import os
     import subprocess
 
@@ -105,8 +109,9 @@ def overlap(model: Path, split: Path, threads: int, root: Path, console: Console
         for i, out in enumerate(outs):
             lock = root / ("host.lock" if shared else f"own-{round_}-{i}.lock")
             env = {**os.environ, "SLIMGATE_HOST_LOCK": str(lock)}
+            settle = "10" if shared else "0"  # before: no lock shared and no wait for quiet
             procs.append(subprocess.Popen([sys.executable, "-c", MEASURE, str(model), str(split),
-                                           str(out), str(threads)], env=env))  # fmt: skip
+                                           str(out), str(threads), settle], env=env))  # fmt: skip
         assert all(p.wait(timeout=900) == 0 for p in procs)
         records = [json.loads(out.read_text()) for out in outs]
         return records, time.perf_counter() - start
@@ -123,7 +128,7 @@ def overlap(model: Path, split: Path, threads: int, root: Path, console: Console
     for col in ("host lock", "p50 ms", "p95 ms", "p99 ms", "others' cores (max)", "disturbed",
                 "wall s per round"):  # fmt: skip
         table.add_column(col, justify="left" if col == "host lock" else "right")
-    for shared, label in ((False, "one each (before)"), (True, "shared (slimgate)")):
+    for shared, label in ((False, "none shared, no wait (before)"), (True, "shared (slimgate)")):
         batch = [r["batches"]["1"] for r in results[shared]]
         busy = max(b["load"]["competing_cores"] or 0 for b in batch)
         table.add_row(label, f"{np.median([b['p50_ms'] for b in batch]):.3f}",

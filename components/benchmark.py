@@ -41,6 +41,7 @@ __all__ = [
     "disturbed",
     "measuring",
     "run_worker",
+    "settle",
     "summarize",
     "theoretical_limit",
 ]
@@ -110,12 +111,35 @@ def disturbed(*records: Path) -> str | None:
     return None
 
 
+def settle(settings: BenchmarkSettings, window: float = 0.2) -> dict[str, Any]:
+    """Wait, up to ``settings.settle_seconds``, until other processes leave the machine quiet
+    (at most ``max_competing_cores`` busy over a short window): what holds the host's lock has
+    stopped, but processes starting up or finishing (an orchestrator's, imports before a step
+    takes its share) may still run. Returns how long it waited and the last window's load."""
+    import time
+
+    start = time.monotonic()
+    while True:
+        with LoadMeter() as load:
+            time.sleep(window)
+        busy = (load.result["competing_cores"] or 0.0) + (load.result["steal_cores"] or 0.0)
+        waited = time.monotonic() - start
+        if busy <= settings.max_competing_cores or waited >= settings.settle_seconds:
+            return {"settle_s": round(waited, 3), "quiet": busy <= settings.max_competing_cores,
+                    "competing_cores": round(busy, 4)}  # fmt: skip
+
+
 @contextmanager
-def measuring(what: Path) -> Iterator[dict[str, Any]]:
-    """Hold the host's lock exclusively while measuring ``what``; yields the hold's record,
-    which gets its release time when the hold ends."""
-    with host_lock().exclusive(str(what)) as hold:
+def measuring(what: Path, settings: BenchmarkSettings) -> Iterator[dict[str, Any]]:
+    """Hold the host's lock exclusively while measuring ``what``, once the machine is quiet
+    (:func:`settle`); yields the hold's record, which gets its release time when the hold ends.
+    Within an outer hold, the machine was settled by the outer one."""
+    lock = host_lock()
+    outer = lock.holds_exclusive
+    with lock.exclusive(str(what)) as hold:
         record = hold.to_dict()
+        if not outer:
+            record["settled"] = settle(settings)
         yield record
     record["released"] = hold.released
 
@@ -205,7 +229,7 @@ def benchmark(
     energy = EnergyMeter().available
     batches: dict[str, Any] = {}
     used: list[str] = []
-    with measuring(model) as hold:
+    with measuring(model, settings) as hold:
         raws = {
             b: run_worker(request(model, data, b, target, settings)) for b in target.batch_sizes
         }

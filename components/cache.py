@@ -301,8 +301,8 @@ def measurement_inputs(
         "baseline": baseline_sha,
         "data": fingerprint,
         "target": spec.target.model_dump(),
-        # the load limit only decides whether a measurement is stored, not what it measures
-        "benchmark": spec.benchmark.model_dump(exclude={"max_competing_cores"}),
+        # the load limit and the wait for quiet decide whether and when, not what, it measures
+        "benchmark": spec.benchmark.model_dump(exclude={"max_competing_cores", "settle_seconds"}),
         "speed_batch": spec.speed_batch(),
         "scoring": _scoring(spec),
         "hardware": {"cpu": cpu.model, "logical_cores": cpu.logical_cores},

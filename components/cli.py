@@ -100,12 +100,14 @@ def cmd_step(args: argparse.Namespace) -> int:
         return EXIT_OK
     if name == "benchmark":
         from components.benchmark import benchmark
+        from components.hostlock import host_lock
         from components.spec import BenchmarkSettings, Target
 
         target = Target(threads=args.threads, batch_sizes=tuple(args.batch_sizes))
-        record = benchmark(
-            Path(args.model), Path(args.data), Path(args.out), target, BenchmarkSettings()
-        )
+        with host_lock().shared():
+            record = benchmark(
+                Path(args.model), Path(args.data), Path(args.out), target, BenchmarkSettings()
+            )
         for batch, r in record["batches"].items():
             print(f"batch {batch}: p50 {r['p50_ms']:.3f} ms, p95 {r['p95_ms']:.3f} ms, "
                   f"{r['throughput_per_s']:.0f}/s over {r['runs']} runs")  # fmt: skip
@@ -157,7 +159,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for path in (model, data, Path(args.against) if args.against else None):
         if path is not None and not path.is_file():
             raise InputError(f"{path}: file not found")
-    with tempfile.TemporaryDirectory() as tmp:
+    from components.hostlock import host_lock
+
+    # work like any step's: the graph's cost, the files, beside others but no measurement
+    with tempfile.TemporaryDirectory() as tmp, host_lock().shared():
         out = Path(args.out) if args.out else Path(tmp) / "benchmark.json"
         record = benchmark(model, data, out, target, settings)
         comparison = None

@@ -36,7 +36,7 @@ def compare(
     medians: dict[str, list[float]] = {"baseline": [], "candidate": []}
     order = []
     loads = []
-    with measuring(candidate) as hold:
+    with measuring(candidate, settings) as hold:
         for round_ in range(settings.compare_rounds):
             pair = [("baseline", baseline), ("candidate", candidate)]
             if round_ % 2:

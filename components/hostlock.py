@@ -95,6 +95,11 @@ class HostLock:
         self._exclusive = 0
         self._outer = Hold(str(path), 0.0, 0.0)  # the outermost exclusive hold
 
+    @property
+    def holds_exclusive(self) -> bool:
+        """Whether this process holds the lock alone now."""
+        return self._exclusive > 0
+
     def waiters(self) -> int:
         """How many requests on this host wait for the lock or its turnstile (/proc/locks)."""
         ids = set()

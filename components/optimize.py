@@ -82,7 +82,7 @@ def measure_candidate(spec: Spec, run: RunLayout, name: str) -> dict[str, Any]:
         evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,
                  reference=run.baseline.predictions, output=spec.scored_output,
                  task=spec.task, pooling=spec.embedding.pooling)  # fmt: skip
-        with measuring(out.model):  # one exclusive hold for both
+        with measuring(out.model, spec.benchmark):  # one exclusive hold for both
             benchmark(out.model, run.split("test"), out.benchmark, spec.target, spec.benchmark)
             compare(out.model, run.baseline.model, run.split("test"), spec.speed_batch(),
                     target=spec.target, settings=spec.benchmark, out=out.comparison)  # fmt: skip

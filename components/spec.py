@@ -367,6 +367,12 @@ class BenchmarkSettings(StrictModel):
         description="a measurement during which other processes kept more cores busy than "
         "this is flagged as disturbed and not cached",
     )
+    settle_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="before measuring, wait up to this long for other processes to leave the "
+        "machine quiet (within max_competing_cores)",
+    )
 
     @model_validator(mode="after")
     def _runs_order(self) -> BenchmarkSettings:

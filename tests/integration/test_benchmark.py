@@ -187,10 +187,34 @@ def test_a_measurement_under_competing_load_is_flagged(
 ) -> None:
     with competing_load():
         record = benchmark(models["small"], None, tmp_path / "b.json", Target(threads=1),
-                           FAST.model_copy(update={"min_seconds": 0.5}))  # fmt: skip
+                           FAST.model_copy(update={"min_seconds": 0.5, "settle_seconds": 0.5}))  # fmt: skip
     load = record["batches"]["1"]["load"]
     assert load["competing_cores"] > FAST.max_competing_cores
     busy = load["competing_cores"] + load["steal_cores"]
     assert record["disturbed"].startswith(f"other processes kept {busy:.2f} cores busy")
     assert "benchmark.max_competing_cores" in record["disturbed"]
     assert read_json(tmp_path / "b.json")["disturbed"] == record["disturbed"]
+
+
+def test_a_measurement_waits_for_other_processes_to_finish(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    # a process that is not slimgate's, busy for 1.5 s: say a task's interpreter starting up
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    record = benchmark(models["small"], None, tmp_path / "b.json", Target(threads=1),
+                       FAST.model_copy(update={"settle_seconds": 60}))  # fmt: skip
+    assert all(b.wait(timeout=60) == 0 for b in burners)
+    settled = record["host_lock"]["settled"]
+    assert settled["quiet"] is True and 0.5 <= settled["settle_s"] < 60, settled
+
+
+def test_waiting_for_quiet_gives_up_at_its_limit(
+    models: dict[str, Path], tmp_path: Path, competing_load: Any
+) -> None:
+    with competing_load():
+        record = benchmark(models["small"], None, tmp_path / "b.json", Target(threads=1),
+                           FAST.model_copy(update={"settle_seconds": 1.0}))  # fmt: skip
+    settled = record["host_lock"]["settled"]
+    assert settled["quiet"] is False and settled["settle_s"] >= 1.0
+    assert settled["competing_cores"] > FAST.max_competing_cores and record["disturbed"]

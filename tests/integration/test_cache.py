@@ -81,7 +81,7 @@ def test_measurements_taken_under_competing_load_are_flagged_and_never_reused(
     spec_path = tabular_spec(
         tmp_path,
         candidates=[{"name": "int8", "steps": ["quantization.dynamic_int8"]}],
-        benchmark=QUICK_BENCHMARK | {"max_competing_cores": 0.3},
+        benchmark=QUICK_BENCHMARK | {"max_competing_cores": 0.3, "settle_seconds": 0.5},
     )
     with competing_load():
         loaded = run(load_spec(spec_path), tmp_path / "runs", run_id="loaded")

@@ -135,13 +135,17 @@ def measuring(what: Path, settings: BenchmarkSettings) -> Iterator[dict[str, Any
     (:func:`settle`); yields the hold's record, which gets its release time when the hold ends.
     Within an outer hold, the machine was settled by the outer one."""
     lock = host_lock()
-    outer = lock.holds_exclusive
+    nested = lock.holds_exclusive
     with lock.exclusive(str(what)) as hold:
         record = hold.to_dict()
-        if not outer:
-            record["settled"] = settle(settings)
+        if not nested:
+            _settled[:] = [settle(settings)]
+        record["settled"] = _settled[0]
         yield record
     record["released"] = hold.released
+
+
+_settled: list[dict[str, Any]] = []  # the outermost hold's wait for quiet
 
 
 def request(

@@ -111,7 +111,7 @@ def disturbed(*records: Path) -> str | None:
     return None
 
 
-def settle(settings: BenchmarkSettings, window: float = 0.2) -> dict[str, Any]:
+def settle(settings: BenchmarkSettings, window: float = 0.1) -> dict[str, Any]:
     """Wait, up to ``settings.settle_seconds``, until other processes leave the machine quiet
     (at most ``max_competing_cores`` busy over a short window): what holds the host's lock has
     stopped, but processes starting up or finishing (an orchestrator's, imports before a step

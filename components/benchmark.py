@@ -115,14 +115,20 @@ def settle(settings: BenchmarkSettings, window: float = 0.1) -> dict[str, Any]:
     """Wait, up to ``settings.settle_seconds``, until other processes leave the machine quiet
     (at most ``max_competing_cores`` busy over a short window): what holds the host's lock has
     stopped, but processes starting up or finishing (an orchestrator's, imports before a step
-    takes its share) may still run. Returns how long it waited and the last window's load."""
+    takes its share) may still run. Returns how long it waited and the last window's load
+    (``quiet`` is None where nothing was looked at or ``/proc/stat`` cannot be read)."""
     import time
 
+    if settings.settle_seconds == 0:
+        return {"settle_s": 0.0, "quiet": None, "competing_cores": None}
     start = time.monotonic()
     while True:
         with LoadMeter() as load:
             time.sleep(window)
-        busy = (load.result["competing_cores"] or 0.0) + (load.result["steal_cores"] or 0.0)
+        if load.result["competing_cores"] is None:
+            return {"settle_s": round(time.monotonic() - start, 3), "quiet": None,
+                    "competing_cores": None}  # fmt: skip
+        busy = load.result["competing_cores"] + (load.result["steal_cores"] or 0.0)
         waited = time.monotonic() - start
         if busy <= settings.max_competing_cores or waited >= settings.settle_seconds:
             return {"settle_s": round(waited, 3), "quiet": busy <= settings.max_competing_cores,
@@ -133,19 +139,15 @@ def settle(settings: BenchmarkSettings, window: float = 0.1) -> dict[str, Any]:
 def measuring(what: Path, settings: BenchmarkSettings) -> Iterator[dict[str, Any]]:
     """Hold the host's lock exclusively while measuring ``what``, once the machine is quiet
     (:func:`settle`); yields the hold's record, which gets its release time when the hold ends.
-    Within an outer hold, the machine was settled by the outer one."""
+    Within an outer hold, the machine was settled by the outer one (if it was not, now)."""
     lock = host_lock()
-    nested = lock.holds_exclusive
     with lock.exclusive(str(what)) as hold:
-        record = hold.to_dict()
-        if not nested:
-            _settled[:] = [settle(settings)]
-        record["settled"] = _settled[0]
+        outer = lock.outermost
+        if outer.settled is None:
+            outer.settled = settle(settings)
+        record = {**hold.to_dict(), "settled": outer.settled}
         yield record
     record["released"] = hold.released
-
-
-_settled: list[dict[str, Any]] = []  # the outermost hold's wait for quiet
 
 
 def request(

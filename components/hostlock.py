@@ -45,6 +45,7 @@ class Hold:
     waited_s: float
     acquired: float
     released: float | None = None
+    settled: dict[str, Any] | None = None  # how the measurement waited for quiet, once it has
 
     def to_dict(self) -> dict[str, Any]:
         return {"lock": self.path, "waited_s": round(self.waited_s, 3),
@@ -96,9 +97,11 @@ class HostLock:
         self._outer = Hold(str(path), 0.0, 0.0)  # the outermost exclusive hold
 
     @property
-    def holds_exclusive(self) -> bool:
-        """Whether this process holds the lock alone now."""
-        return self._exclusive > 0
+    def outermost(self) -> Hold:
+        """The exclusive hold this process has now (the outermost one, when holds nest)."""
+        if not self._exclusive:
+            raise RuntimeError(f"{self.path} is not held exclusively")
+        return self._outer
 
     def waiters(self) -> int:
         """How many requests on this host wait for the lock or its turnstile (/proc/locks)."""

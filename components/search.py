@@ -261,7 +261,8 @@ class _Objective:
 
         batch = spec.speed_batch()
         quick = spec.benchmark.model_copy(update={"warmup": 5, "min_runs": screen.min_runs,
-                                                  "min_seconds": 0.05, "max_seconds": 2.0})  # fmt: skip
+                                                  "min_seconds": 0.05, "max_seconds": 2.0,
+                                                  "settle_seconds": min(spec.benchmark.settle_seconds, 2.0)})  # fmt: skip
         target = spec.target.model_copy(update={"batch_sizes": (batch,)})
         result = benchmark(out.model, run.split("test"), out.screen_benchmark, target, quick)
         samples = np.asarray(result["batches"][str(batch)]["samples_ms"])

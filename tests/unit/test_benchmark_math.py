@@ -134,3 +134,21 @@ def test_an_unreadable_proc_stat_is_said_not_guessed(monkeypatch: pytest.MonkeyP
     with LoadMeter() as meter:
         pass
     assert meter.result["competing_cores"] is None and "not readable" in meter.result["note"]
+
+
+def test_no_wait_for_quiet_looks_at_nothing() -> None:
+    from components.benchmark import settle
+
+    assert settle(BenchmarkSettings(settle_seconds=0)) == {
+        "settle_s": 0.0, "quiet": None, "competing_cores": None}  # fmt: skip
+
+
+def test_an_unreadable_proc_stat_settles_at_once_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import components.hardware as hw
+    from components.benchmark import settle
+
+    monkeypatch.setattr(hw, "_cpu_jiffies", lambda: None)
+    settled = settle(BenchmarkSettings(settle_seconds=30))
+    assert settled["quiet"] is None and settled["settle_s"] < 5

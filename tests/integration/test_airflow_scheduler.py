@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from components.testing import write_quick_spec
 
 pytest.importorskip("airflow", reason="install slimgate[airflow] to test the DAG")
 
@@ -162,12 +163,8 @@ def airflow(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     home.mkdir()
     dags.mkdir()
     shutil.copy(ROOT / "dags" / "slimgate_airflow.py", dags)
-    spec = {
-        "name": "cancer",
-        "model": {"builtin": "tabular_mlp", "width": 0.5},
-        "data": {"builtin": "breast_cancer"},
+    fields: dict[str, Any] = {
         "training": {"epochs": 3},
-        "target": {"threads": 1, "batch_sizes": [1]},
         "benchmark": {"warmup": 5, "min_runs": 50, "min_seconds": 0.3, "compare_rounds": 4,
                       "compare_seconds": 0.1, "compare_min_runs": 20},
         "goals": {"size": {"max_ratio": 0.5}, "accuracy": {"max_drop": 0.1}},
@@ -178,11 +175,10 @@ def airflow(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             {"name": "fp16", "steps": ["quantization.fp16"]},
         ],
         "select": "smallest",
-        "registry": str(root / "registry"),
     }  # fmt: skip
-    (root / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (root / "impossible.yaml").write_text(
-        yaml.safe_dump({**spec, "goals": {"size": {"max_ratio": 0.01}}}, sort_keys=False)
+    write_quick_spec(root, **fields).rename(root / "spec.yaml")
+    write_quick_spec(root, **fields | {"goals": {"size": {"max_ratio": 0.01}}}).rename(
+        root / "impossible.yaml"
     )
     port = free_port()
     env = {

@@ -36,6 +36,7 @@ def champion(spec: Spec, run_dir: Path) -> dict[str, Any]:
         write_json(run.champion_record, record)
         return record
     record["version"] = pointer["version"]
+    record["serial"] = pointer["serial"]  # a rollback after this refuses the promotion
     try:
         # download checks every file against the checksums the version's card recorded
         registry.download(spec.name, pointer["version"], out.root / "version")

@@ -15,9 +15,18 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.errors import EXIT_OK, InputError, SlimgateError
+from components.errors import (
+    EXIT_OK,
+    InputError,
+    RegistryError,
+    RegistryInputError,
+    SlimgateError,
+)
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from components.registry import Registry
     from components.spec import Spec
 
 __all__ = ["main"]
@@ -188,39 +197,113 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
     reg = open_registry(_registry_uri(args.registry))
     cmd = args.registry_cmd
-    if cmd == "list":
-        models = [args.model] if args.model else reg.models()
-        if not models:
-            print(f"no models in {reg.describe()}")
-        for model in models:
-            pointer = reg.alias(model) or {}
-            for v in reg.versions(model):
-                card = reg.card(model, v)
-                m = card.get("metrics", {})
-                mark = " production" if pointer.get("version") == v else ""
-                print(f"{model}\tv{v}{mark}\t{card.get('candidate')}\t"
-                      f"acc {m.get('accuracy', float('nan')):.4f}\t"
-                      f"{m.get('size_bytes', 0) / 1e6:.2f} MB\t{card.get('created_at', '')}")  # fmt: skip
-        return EXIT_OK
+    readers = {
+        "list": lambda: _registry_list(reg, args.model),
+        "verify": lambda: _registry_verify(reg, args.model, args.version),
+        "gc": lambda: _registry_gc(reg, args.model, _duration(args.older_than)),
+    }
+    if cmd in readers:
+        return readers[cmd]()
     if cmd == "diff":
         print(json.dumps(reg.diff(args.model, args.a, args.b), indent=2))
         return EXIT_OK
     if cmd == "rollback":
-        pointer = reg.rollback(args.model, alias=args.alias, reason=args.reason)
-        print(f"{args.model}@{args.alias}: version {pointer['previous']} -> {pointer['version']}")
+        pointer = reg.rollback(args.model, alias=args.alias, reason=args.reason, to=args.to)
+        withdrawn = (pointer.event or {}).get("withdrawn") or []
+        print(f"{args.model}@{args.alias}: version {pointer.previous} -> {pointer.version}"
+              + (f" (withdrawn: {', '.join(f'v{v}' for v in withdrawn)})" if withdrawn else ""))  # fmt: skip
         return EXIT_OK
     version = args.version
     if version is None:
-        alias = reg.alias(args.model, args.alias)
+        alias = reg.pointer(args.model, args.alias)
         if alias is None:
-            raise SlimgateError(f"{args.model} has no '{args.alias}' alias in {reg.describe()}")
-        version = alias["version"]
+            raise RegistryInputError(
+                f"{args.model} has no '{args.alias}' alias in {reg.describe()}"
+            )
+        version = alias.version
     if cmd == "download":
         for path in reg.download(args.model, version, Path(args.dest)):
             print(path)
         return EXIT_OK
-    print(json.dumps({"version": version, **reg.card(args.model, version)}, indent=2))
+    card = reg.card(args.model, version)
+    problems = reg.problems(args.model, version, card)
+    print(json.dumps({"version": version, "damaged": problems, **card}, indent=2))
+    if problems:
+        raise RegistryError(f"{args.model} version {version} is damaged: {'; '.join(problems)}")
     return EXIT_OK
+
+
+def _registry_list(reg: Registry, model: str | None) -> int:
+    models = [model] if model else reg.models()
+    if not models:
+        print(f"no models in {reg.describe()}")
+    damaged = 0
+    for name in models:
+        for st in reg.states(name):
+            on = "".join(f" {a}" for a in st.aliases)
+            if st.state in ("ok", "damaged") and st.card is not None:
+                m = st.card.get("metrics", {})
+                line = (f"{name}\tv{st.version}{on}\t{st.card.get('candidate')}\t"
+                        f"acc {m.get('accuracy', float('nan')):.4f}\t"
+                        f"{m.get('size_bytes', 0) / 1e6:.2f} MB\t{st.card.get('created_at', '')}")  # fmt: skip
+            else:
+                claim = st.claim or {}
+                line = (f"{name}\tv{st.version}{on}\t{st.state}\tclaimed {claim.get('time', '?')} "
+                        f"by run {claim.get('run_id')}")  # fmt: skip
+            if st.state == "damaged":
+                damaged += 1
+                line += f"\tDAMAGED: {'; '.join(st.problems)}"
+            print(line)
+    if damaged:
+        raise RegistryError(f"{damaged} damaged version(s); `slimgate registry verify` says more")
+    return EXIT_OK
+
+
+def _registry_verify(reg: Registry, model: str | None, versions: list[int] | None) -> int:
+    damaged = 0
+    for name in [model] if model else reg.models():
+        check = reg.check(name, versions)
+        for st in check.states:
+            what = "re-hashed" if st.rehashed else "present"
+            on = "".join(f" {a}" for a in st.aliases)
+            if st.state == "ok":
+                print(f"{name}\tv{st.version}{on}\tok ({what})")
+            elif st.state == "damaged":
+                damaged += 1
+                print(f"{name}\tv{st.version}{on}\tDAMAGED: {'; '.join(st.problems)}")
+            else:
+                claim = st.claim or {}
+                print(f"{name}\tv{st.version}\t{st.state} (claimed {claim.get('time', '?')} "
+                      f"by run {claim.get('run_id')}; `registry gc` removes it)"
+                      if st.state == "incomplete" else f"{name}\tv{st.version}\t{st.state}")  # fmt: skip
+        for key in check.repaired:
+            print(f"{name}\trepaired: wrote the owed event {key}")
+    if damaged:
+        raise RegistryError(f"{damaged} damaged version(s) in {reg.describe()}")
+    return EXIT_OK
+
+
+def _registry_gc(reg: Registry, model: str | None, older_than: timedelta) -> int:
+    for name in [model] if model else reg.models():
+        removed = reg.gc(name, older_than)
+        print(f"{name}: removed {len(removed)} claim(s) that never completed"
+              + (f": {', '.join(f'v{v}' for v in removed)}" if removed else ""))  # fmt: skip
+    return EXIT_OK
+
+
+def _duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``15m``, ``90s`` (or a number of days)."""
+    from datetime import timedelta
+
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    value, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "d")
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = -1.0
+    if not amount >= 0:
+        raise InputError(f"--older-than {text!r}: expected a duration such as 7d, 12h, 30m or 90s")
+    return timedelta(**{units[unit]: amount})
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -356,10 +439,23 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
     r.add_argument("dest")
     r.add_argument("--version", type=int)
     r.add_argument("--alias", default="production")
-    r = rsub.add_parser("rollback", help="move an alias back to its previous version")
+    r = rsub.add_parser(
+        "rollback", help="move an alias back to the version it held before; withdraws the one it leaves"
+    )  # fmt: skip
     r.add_argument("model")
     r.add_argument("--alias", default="production")
+    r.add_argument("--to", type=int, help="an earlier version the alias held (default: the last)")
     r.add_argument("--reason", required=True, help="why: recorded in the event log")
+    r = rsub.add_parser(
+        "verify", help="re-hash versions, report damaged and incomplete ones, write owed events",
+        description="Re-hashes every version (or --version ones) and every alias target; exit 1 "
+        "if any is damaged.",
+    )  # fmt: skip
+    r.add_argument("model", nargs="?")
+    r.add_argument("--version", type=int, action="append", help="only this version (repeatable)")
+    r = rsub.add_parser("gc", help="remove claimed versions that never completed")
+    r.add_argument("model", nargs="?")
+    r.add_argument("--older-than", required=True, help="claimed longer ago than: 7d, 12h, 30m")
     for r in rsub.choices.values():
         r.add_argument("--registry", default="registry", help="registry URI (default: ./registry)")
     p.set_defaults(func=cmd_registry)

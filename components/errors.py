@@ -17,11 +17,13 @@ __all__ = [
     "EXIT_INVALID",
     "EXIT_OK",
     "EXIT_REJECTED",
+    "AliasRefused",
     "DataError",
     "InputError",
     "ModelError",
     "PromotionRefused",
     "RegistryError",
+    "RegistryInputError",
     "Rejected",
     "SlimgateError",
     "SpecError",
@@ -65,6 +67,10 @@ class RegistryError(SlimgateError):
     """The registry is unreachable, inconsistent, or refused a write."""
 
 
+class RegistryInputError(InputError, RegistryError):
+    """A registry request names something invalid or absent: a model name, a version, an alias."""
+
+
 class PromotionRefused(SlimgateError):
     """Promotion was asked for a candidate without a passing verdict."""
 
@@ -73,3 +79,7 @@ class PromotionRefused(SlimgateError):
 
 class Rejected(PromotionRefused):
     """No candidate met every goal: nothing was promoted, the report was kept (exit code 3)."""
+
+
+class AliasRefused(PromotionRefused):
+    """The alias policy refused a move: the version was published and kept, production did not move."""

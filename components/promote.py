@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from components.errors import PromotionRefused, Rejected
+from components.errors import PromotionRefused, RegistryError, Rejected
 from components.layout import RunLayout, read_json
 from components.onnx_utils import sha256_file
 from components.records import Promotion, Verdict
-from components.registry import AliasConflict, Registry, open_registry
+from components.registry import Registry, open_registry
 from components.spec import Spec
 
 __all__ = ["package_version", "promote"]
@@ -111,43 +109,43 @@ def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> Promotion:
         },
     }
     registry = open_registry(spec.registry_uri())
+    seen = _seen_serial(run, registry, spec.name)
     published = registry.publish(
         spec.name,
         {"model.onnx": cand.model, "report.html": run.report_html},
         card,
         run_id=run.run_id,
     )
-    pointer = _move(registry, spec.name, published.version, run.run_id)
     result = Promotion(
         status="promoted",
         model=spec.name,
         version=published.version,
         created=published.created,
         alias=ALIAS,
-        previous=pointer.get("previous"),
         registry=registry.describe(),
         candidate=name,
     )
+    try:
+        pointer = registry.move_alias(
+            spec.name,
+            published.version,
+            alias=ALIAS,
+            seen_serial=seen,
+            reason="passed every goal of the release gate",
+            run_id=run.run_id,
+        )
+    except RegistryError as exc:  # refused by the alias policy, a damaged registry, contention
+        result.model_copy(update={"status": "refused", "reason": str(exc)}).write(run.promotion)
+        raise
+    result = result.model_copy(update={"previous": pointer.previous})
     result.write(run.promotion)
     return result
 
 
-def _move(registry: Registry, model: str, version: int, run_id: str) -> dict[str, Any]:
-    for attempt in range(5):
-        current = registry.alias(model, ALIAS)
-        if current and current["version"] == version:
-            return current  # already there: a retried or repeated promotion
-        try:
-            return registry.move_alias(
-                model,
-                version,
-                alias=ALIAS,
-                expected=current["version"] if current else None,
-                reason="passed every goal of the release gate",
-                run_id=run_id,
-            )
-        except AliasConflict:
-            time.sleep(0.05 * (attempt + 1))
-    raise AliasConflict(
-        f"{model}@{ALIAS} kept moving; version {version} was published but not aliased"
-    )
+def _seen_serial(run: RunLayout, registry: Registry, model: str) -> int:
+    """The production alias's serial when this run looked at it: when the champion step scored
+    it, or else now, before publishing. A rollback after that refuses the promotion."""
+    if run.champion_record.is_file():
+        return int(read_json(run.champion_record).get("serial") or 0)
+    pointer = registry.pointer(model, ALIAS)
+    return 0 if pointer is None else pointer.serial

@@ -3,19 +3,29 @@
 Layout (below ``file://PATH`` or ``s3://bucket/prefix``)::
 
     <model>/versions/<n>/claim.json, model.onnx, report.html, card.json   written once
-    <model>/aliases/<alias>.json                                          {"version": n, "previous": m}
+    <model>/versions/<n>/abandoned.json                                   a claim gc removed
+    <model>/aliases/<alias>.json                                          the pointer (below)
     <model>/events/<time>-<id>.json                                       who did what, and why
 
 Publishing a version:
 
-1. if a complete version already holds the same model bytes, return it (idempotent);
+1. if an intact version already holds the same model bytes, return it (idempotent);
 2. claim the next number with a create-only ``claim.json`` (a lost race takes the next one);
 3. upload every file create-only, then read each back and check its sha256;
-4. write ``card.json`` (with those checksums) last: its presence makes the version complete.
+4. write ``card.json`` (with those checksums and its publish event) last: its presence makes
+   the version complete; then write the event.
 
-Readers list only complete versions, so they never see a half-written one, and a number once
-claimed is never reused, even if its writer was killed. The alias then moves by compare-and-swap:
-a lost race is reported (and retried by the promote step), never overwritten.
+A create that finds its own bytes already there (the retry of a write whose reply was lost) is a
+success, and nothing a complete version needs is ever deleted. Readers list only complete
+versions, and a number once claimed is never reused, even if its writer was killed.
+
+The alias moves by compare-and-swap under a policy (see ``move_alias``): forward only, to a
+version newer than the one it replaces, unless the move is a rollback; a lost race is re-read and
+re-decided with jittered backoff up to a deadline, and a refusal or a give-up is an event.
+
+The event log is complete by construction: each card and each alias pointer carries the event
+that made it, written right after it. A writer killed in between leaves an event owed, which the
+next write (or ``check``) writes, byte for byte the one that was meant.
 """
 
 from __future__ import annotations
@@ -23,34 +33,134 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import logging
+import random
 import re
+import shutil
 import socket
+import tempfile
+import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from components.errors import RegistryError
+from components.errors import AliasRefused, RegistryError, RegistryInputError
 from components.stores import FileStore, ObjectStore, open_store, sha256_file
 
-__all__ = ["AliasConflict", "FileRegistry", "Published", "Registry", "open_registry"]
+__all__ = [
+    "AliasConflict",
+    "Check",
+    "FileRegistry",
+    "Pointer",
+    "Published",
+    "Registry",
+    "VersionState",
+    "open_registry",
+]
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_RESERVED = ("card.json", "claim.json")
+_RESERVED = ("card.json", "claim.json", "abandoned.json")
+
+#: How long a move of the alias waits out contention before it gives up (seconds).
+DEADLINE_S = 120.0
 
 
 class AliasConflict(RegistryError):
-    """The alias moved between reading it and swapping it."""
+    """The alias kept moving until the deadline: the version was published, not aliased."""
 
 
 @dataclass(frozen=True)
 class Published:
     version: int
-    created: bool  # False when an identical model was already a version
+    created: bool  # False when an intact version already held the same model bytes
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What an alias points at, and the history the policy is decided on.
+
+    ``history`` lists the versions the alias held, oldest first, rolled-back ones removed;
+    ``withdrawn`` the versions a rollback moved away from (never aliased by a promotion again);
+    ``serial`` counts the pointer's writes and ``rollback_serial`` is the serial of the last
+    rollback (0: none), so a promotion can tell whether production was rolled back after it
+    looked. ``event`` is the event that made this pointer.
+    """
+
+    version: int
+    previous: int | None = None
+    serial: int = 0
+    mode: str = "promote"
+    history: tuple[int, ...] = ()
+    withdrawn: tuple[int, ...] = ()
+    rollback_serial: int = 0
+    event: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> Pointer:
+        try:
+            raw = json.loads(data)
+            version = int(raw["version"])
+            previous = raw.get("previous")
+            history = tuple(int(v) for v in raw.get("history", ()))
+            if not history:  # a pointer written before the history was kept
+                history = tuple(v for v in (previous, version) if v is not None)
+            return cls(
+                version=version,
+                previous=None if previous is None else int(previous),
+                serial=int(raw.get("serial", 0)),
+                mode=str(raw.get("mode", "promote")),
+                history=history,
+                withdrawn=tuple(int(v) for v in raw.get("withdrawn", ())),
+                rollback_serial=int(raw.get("rollback_serial", 0)),
+                event=raw.get("event"),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise RegistryError(f"{where} is not an alias pointer: {exc}") from None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "previous": self.previous,
+            "serial": self.serial,
+            "mode": self.mode,
+            "history": list(self.history),
+            "withdrawn": list(self.withdrawn),
+            "rollback_serial": self.rollback_serial,
+            "event": self.event,
+        }
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One claimed version number as ``list`` and ``check`` see it."""
+
+    version: int
+    state: str  # "ok", "damaged", "incomplete" (claimed, no card) or "abandoned" (gc'd)
+    problems: tuple[str, ...] = ()
+    card: dict[str, Any] | None = None
+    claim: dict[str, Any] | None = None
+    aliases: tuple[str, ...] = ()
+    rehashed: bool = False
+
+
+@dataclass
+class Check:
+    """What ``Registry.check`` found for one model."""
+
+    model: str
+    states: list[VersionState] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # events written that were owed
+
+    @property
+    def damaged(self) -> list[VersionState]:
+        return [v for v in self.states if v.state == "damaged"]
 
 
 def _json(data: Any) -> bytes:
@@ -62,6 +172,14 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def _load(data: bytes) -> dict[str, Any] | None:
+    try:
+        found = json.loads(data)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 class Registry:
@@ -76,7 +194,7 @@ class Registry:
     @staticmethod
     def _model(model: str) -> str:
         if not isinstance(model, str) or not _NAME.match(model):
-            raise RegistryError(
+            raise RegistryInputError(
                 f"model name {model!r}: expected lowercase letters, digits, '.', '_' or '-' "
                 "(at most 64, starting with a letter or digit)"
             )
@@ -84,12 +202,15 @@ class Registry:
 
     def _version_key(self, model: str, version: int, name: str = "") -> str:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise RegistryError(f"version {version!r}: expected a positive integer")
+            raise RegistryInputError(f"version {version!r}: expected a positive integer")
         return f"{self._model(model)}/versions/{version}/{name}"
 
     def _alias_key(self, model: str, alias: str) -> str:
-        if not _ALIAS.match(alias):
-            raise RegistryError(f"alias {alias!r}: expected lowercase letters, digits, '_' or '-'")
+        if not isinstance(alias, str) or not _ALIAS.match(alias):
+            raise RegistryInputError(
+                f"alias {alias!r}: expected lowercase letters, digits, '_' or '-' "
+                "(at most 32, starting with a letter)"
+            )
         return f"{self._model(model)}/aliases/{alias}.json"
 
     # --- reading -------------------------------------------------------------------------------
@@ -98,71 +219,164 @@ class Registry:
         found = set()
         for key in self.store.keys(""):
             parts = key.split("/")
-            if len(parts) == 4 and parts[1] == "versions" and parts[3] == "card.json":
+            if len(parts) == 4 and parts[1] == "versions" and parts[3] in _RESERVED:
                 found.add(parts[0])
         return sorted(found)
 
-    def _numbers(self, model: str, *, complete: bool) -> list[int]:
-        marker = "card.json" if complete else "claim.json"
-        out = set()
+    def _listing(self, model: str) -> dict[int, set[str]]:
+        """Every claimed number and the names stored under it, from one listing."""
+        out: dict[int, set[str]] = {}
         for key in self.store.keys(f"{self._model(model)}/versions/"):
             parts = key.split("/")
-            if len(parts) == 4 and parts[2].isdigit() and parts[3] == marker:
-                out.add(int(parts[2]))
-        return sorted(out)
+            if len(parts) == 4 and parts[2].isdigit():
+                out.setdefault(int(parts[2]), set()).add(parts[3])
+        return out
 
     def versions(self, model: str) -> list[int]:
         """Complete versions only: a version without its card is still being written (or dead)."""
-        return self._numbers(model, complete=True)
+        return sorted(v for v, names in self._listing(model).items() if "card.json" in names)
 
     def card(self, model: str, version: int) -> dict[str, Any]:
-        found = self.store.read(self._version_key(model, version, "card.json"))
+        key = self._version_key(model, version, "card.json")
+        found = self.store.read(key)
         if found is None:
-            raise RegistryError(f"{model} version {version} not found in {self.describe()}")
-        card: dict[str, Any] = json.loads(found[0])
+            raise RegistryInputError(f"{model} version {version} not found in {self.describe()}")
+        card = _load(found[0])
+        if card is None or not isinstance(card.get("files"), dict):
+            raise RegistryError(f"{self.describe()}/{key} is not a readable card")
         return card
 
+    def pointer(self, model: str, alias: str = "production") -> Pointer | None:
+        key = self._alias_key(model, alias)
+        found = self.store.read(key)
+        return None if found is None else Pointer.parse(found[0], f"{self.describe()}/{key}")
+
     def alias(self, model: str, alias: str = "production") -> dict[str, Any] | None:
-        found = self.store.read(self._alias_key(model, alias))
-        return None if found is None else dict(json.loads(found[0]))
+        pointer = self.pointer(model, alias)
+        return None if pointer is None else pointer.as_json()
+
+    def aliases(self, model: str) -> dict[str, Pointer]:
+        out = {}
+        for key in self.store.keys(f"{self._model(model)}/aliases/"):
+            name = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if _ALIAS.match(name) and (pointer := self.pointer(model, name)) is not None:
+                out[name] = pointer
+        return out
 
     def events(self, model: str) -> list[dict[str, Any]]:
         out = []
         for key in self.store.keys(f"{self._model(model)}/events/"):
             found = self.store.read(key)
-            if found is not None:
-                out.append(json.loads(found[0]))
+            if found is not None and (event := _load(found[0])) is not None:
+                out.append(event)
+        return out
+
+    def problems(self, model: str, version: int, card: dict[str, Any] | None = None) -> list[str]:
+        """What is wrong with a version, re-hashing every file its card lists (empty: intact)."""
+        if card is None:
+            try:
+                card = self.card(model, version)
+            except RegistryInputError:
+                return ["card.json is missing"]
+            except RegistryError as exc:
+                return [str(exc)]
+        out = []
+        for name, digest in sorted(card["files"].items()):
+            try:
+                seen = self.store.digest(self._version_key(model, version, name))
+            except (RegistryError, OSError):
+                out.append(f"{name} is missing")
+                continue
+            if seen != digest:
+                out.append(f"{name} does not match its checksum (sha256 {seen[:12]}..., "
+                           f"card says {str(digest)[:12]}...)")  # fmt: skip
         return out
 
     def verify(self, model: str, version: int) -> None:
         """Raise unless every file of the version matches the checksum its card recorded."""
-        for name, digest in self.card(model, version)["files"].items():
-            if self.store.digest(self._version_key(model, version, name)) != digest:
-                raise RegistryError(
-                    f"{model} version {version}: {name} does not match its checksum"
-                )
+        problems = self.problems(model, version)
+        if problems:
+            raise RegistryError(f"{model} version {version} is damaged: {'; '.join(problems)}")
+
+    def states(self, model: str, *, rehash: Iterable[int] = ()) -> list[VersionState]:
+        """Every claimed number of ``model``: complete and intact, damaged, incomplete or
+        abandoned. Presence is checked for all from one listing; ``rehash`` (and every alias
+        target) is re-hashed too."""
+        listing = self._listing(model)
+        aliased: dict[int, list[str]] = {}
+        for name, pointer in self.aliases(model).items():
+            aliased.setdefault(pointer.version, []).append(name)
+            listing.setdefault(pointer.version, set())
+        published: set[int] | None = None  # read only if some number has no card
+        full = set(rehash) | set(aliased)
+        out = []
+        for v in sorted(listing):
+            names = listing[v]
+            on = tuple(sorted(aliased.get(v, ())))
+            claim = None
+            if (
+                "claim.json" in names
+                and "card.json" not in names
+                and (found := self.store.read(self._version_key(model, v, "claim.json")))
+            ):
+                claim = _load(found[0])  # fmt: skip
+            if "abandoned.json" in names:
+                out.append(VersionState(v, "abandoned", aliases=on))
+                continue
+            if "card.json" not in names:
+                if published is None:
+                    published = {e["version"] for e in self.events(model)
+                                 if e.get("action") == "publish" and e.get("created")}  # fmt: skip
+                if on or v in published:  # it was complete once: its card is gone
+                    why = f"card.json is missing ({'the ' + ', '.join(on) + ' alias points at it' if on else 'its publish event exists'})"  # fmt: skip
+                    out.append(VersionState(v, "damaged", (why,), claim=claim, aliases=on))
+                else:
+                    out.append(VersionState(v, "incomplete", claim=claim, aliases=on))
+                continue
+            try:
+                card = self.card(model, v)
+            except RegistryError as exc:
+                out.append(VersionState(v, "damaged", (str(exc),), claim=claim, aliases=on))
+                continue
+            if v in full:
+                problems = self.problems(model, v, card)
+            else:
+                problems = [f"{n} is missing" for n in sorted(card["files"]) if n not in names]
+            state = "damaged" if problems else "ok"
+            out.append(VersionState(v, state, tuple(problems), card, claim, on, v in full))
+        return out
+
+    def check(self, model: str, versions: Iterable[int] | None = None) -> Check:
+        """Re-hash every alias target and ``versions`` (None: every version), report every
+        claimed number's state, and write the events a killed writer left owed."""
+        rehash = self.versions(model) if versions is None else list(versions)
+        for v in rehash:
+            self._version_key(model, v)
+        repaired = self._repair(model)
+        return Check(model, self.states(model, rehash=rehash), repaired)
 
     def download(self, model: str, version: int, dest: Path) -> list[Path]:
-        """Copy a version's files into ``dest``, checking each checksum; nothing is kept on a mismatch."""
+        """Copy a version's files into ``dest``; they are moved into place only after every
+        checksum matched, so a failed download leaves ``dest`` as it was."""
         card = self.card(model, version)
         dest.mkdir(parents=True, exist_ok=True)
-        written = []
+        staging = Path(tempfile.mkdtemp(prefix=".slimgate-download-", dir=dest))
         try:
             for name, digest in card["files"].items():
-                path = dest / name
-                self.store.fetch(self._version_key(model, version, name), path)
-                written.append(path)
-                if sha256_file(path) != digest:
+                local = staging / name
+                self.store.fetch(self._version_key(model, version, name), local)
+                if sha256_file(local) != digest:
                     raise RegistryError(
-                        f"{model} version {version}: downloaded {name} does not match its checksum"
+                        f"{model} version {version}: downloaded {name} does not match its "
+                        f"checksum; nothing in {dest} was changed"
                     )
-            (dest / "card.json").write_bytes(_json(card))
-            written.append(dest / "card.json")
-        except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
-        return written
+            (staging / "card.json").write_bytes(_json(card))
+            names = [*card["files"], "card.json"]
+            for name in names:
+                (staging / name).replace(dest / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return [dest / name for name in names]
 
     def diff(self, model: str, a: int, b: int) -> dict[str, Any]:
         """What changed from version ``a`` to version ``b``: metrics, lineage, files."""
@@ -192,7 +406,7 @@ class Registry:
             "files": files,
         }
 
-    # --- writing -------------------------------------------------------------------------------
+    # --- publishing ------------------------------------------------------------------------------
 
     def publish(
         self,
@@ -205,54 +419,103 @@ class Registry:
         """Write a new immutable version holding ``files`` (``model.onnx`` among them) and ``card``."""
         self._model(model)
         if "model.onnx" not in files:
-            raise RegistryError("a version needs a model.onnx")
+            raise RegistryInputError("a version needs a model.onnx")
         for name in files:
             if name in _RESERVED or not _FILE.match(name):
-                raise RegistryError(f"file name {name!r} is not allowed in a version")
+                raise RegistryInputError(f"file name {name!r} is not allowed in a version")
         digests = {name: sha256_file(path) for name, path in files.items()}
-        for v in reversed(self.versions(model)):
-            if self.card(model, v).get("files", {}).get("model.onnx") == digests["model.onnx"]:
-                self._event(model, "publish", version=v, created=False, run_id=run_id,
-                            reason="identical model bytes are already this version")  # fmt: skip
-                return Published(v, created=False)
+        damaged: list[str] = []
+        same = self._same_bytes(model, digests["model.onnx"], damaged)
+        if same is not None:
+            self._write_event(self._new_event(
+                model, "publish", version=same, created=False, run_id=run_id,
+                reason="identical model bytes are already this version"))  # fmt: skip
+            return Published(same, created=False)
 
-        number = self._claim(model, run_id)
+        number, claim = self._claim(model, run_id)
+        event = self._new_event(model, "publish", version=number, created=True, run_id=run_id,
+                                **({"skipped_damaged": damaged} if damaged else {}))  # fmt: skip
+        complete = _json({**card, "files": digests, "event": event})
+        card_key = self._version_key(model, number, "card.json")
         try:
             for name, path in files.items():
                 key = self._version_key(model, number, name)
                 if not self.store.create(key, path):
-                    raise RegistryError(f"{self.describe()}/{key} already exists")
+                    raise RegistryError(f"{self.describe()}/{key} holds other bytes than ours")
                 if self.store.digest(key) != digests[name]:
                     raise RegistryError(f"{name} changed on its way into {self.describe()}")
-            complete = {**card, "files": digests}
-            if not self.store.create(
-                self._version_key(model, number, "card.json"), _json(complete)
-            ):
-                raise RegistryError(f"{model} version {number} was completed by someone else")
+            self._still_ours(model, number, claim)
+            if not self.store.create(card_key, complete):
+                raise RegistryError(f"{model} version {number} holds another writer's card")
+        except Exception:
+            if not self._holds(card_key, complete):
+                self._abandon(model, number, list(files), card_key)
+                raise
+            log.warning("the card of %s version %d is in place although writing it failed; "
+                        "the version is complete", model, number)  # fmt: skip
         except BaseException:
-            self._abandon(model, number, list(files))
+            self._abandon(model, number, list(files), card_key)
             raise
-        self._event(model, "publish", version=number, created=True, run_id=run_id)
+        self._write_event(event)
         return Published(number, created=True)
 
-    def _claim(self, model: str, run_id: str | None) -> int:
+    def _same_bytes(self, model: str, digest: str, damaged: list[str]) -> int | None:
+        """The newest intact version whose model has ``digest``; damaged ones that do are
+        listed in ``damaged`` and passed over. Repairs owed events on the way."""
+        cards = self._cards(model)
+        self._repair(model, cards)
+        for v, existing in sorted(cards.items(), reverse=True):
+            if existing["files"].get("model.onnx") != digest:
+                continue
+            problems = self.problems(model, v, existing)
+            if not problems:
+                return v
+            damaged.append(f"version {v} ({'; '.join(problems)})")
+        return None
+
+    def _claim(self, model: str, run_id: str | None) -> tuple[int, bytes]:
         claim = _json({"owner": uuid.uuid4().hex, "run_id": run_id, "user": _user(),
-                       "time": datetime.now(UTC).isoformat()})  # fmt: skip
-        number = max(self._numbers(model, complete=False), default=0) + 1
+                       "host": socket.gethostname(), "time": datetime.now(UTC).isoformat()})  # fmt: skip
+        number = max(self._listing(model), default=0) + 1
         for _ in range(1000):
             if self.store.create(self._version_key(model, number, "claim.json"), claim):
-                return number
+                return number, claim
             number += 1  # another writer claimed it first
         raise RegistryError(f"could not claim a version number of {model} in {self.describe()}")
 
-    def _abandon(self, model: str, number: int, names: list[str]) -> None:
+    def _still_ours(self, model: str, number: int, claim: bytes) -> None:
+        found = self.store.read(self._version_key(model, number, "claim.json"))
+        gone = self.store.read(self._version_key(model, number, "abandoned.json"))
+        if found is None or found[0] != claim or gone is not None:
+            raise RegistryError(
+                f"{model} version {number}: its claim was removed while it was being written "
+                "(registry gc?); nothing was published"
+            )
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        """Whether ``key`` holds exactly ``data``; False also when the store cannot be read."""
+        try:
+            found = self.store.read(key)
+        except Exception:
+            return False
+        return found is not None and found[0] == data
+
+    def _abandon(self, model: str, number: int, names: list[str], card_key: str) -> None:
         """Best effort: remove the files of a version that will never be complete.
 
-        The claim stays, so the number is never reused; readers ignore a version without a card.
+        Only once the store said positively that the version has no card: a complete version's
+        files are never deleted. The claim stays, so the number is never reused.
         """
+        try:
+            if self.store.read(card_key) is not None:
+                return
+        except Exception:
+            return  # cannot tell: delete nothing
         for name in names:
             with contextlib.suppress(Exception):  # cleanup must not hide the original error
                 self.store.delete(self._version_key(model, number, name))
+
+    # --- the alias -------------------------------------------------------------------------------
 
     def move_alias(
         self,
@@ -260,59 +523,253 @@ class Registry:
         version: int,
         *,
         alias: str = "production",
-        expected: int | None,
+        seen_serial: int = 0,
         reason: str,
         run_id: str | None = None,
-        action: str = "move_alias",
-    ) -> dict[str, Any]:
-        """Point ``alias`` at ``version`` if it still points at ``expected`` (None: unset).
+        deadline_s: float = DEADLINE_S,
+    ) -> Pointer:
+        """Point ``alias`` at ``version`` under the alias policy, waiting out contention.
+
+        The policy, decided against the pointer as it is at the swap (and again after every lost
+        race): the alias moves only to a version newer than the one it points at; never to a
+        version a rollback withdrew; and not at all if it was rolled back after ``seen_serial``
+        (the pointer's serial when this promotion's run looked at production: its gate was not
+        judged against the rolled-back champion). A move to where the alias already points is a
+        success. The version must be intact, and so must the one it replaces.
 
         Raises:
-            AliasConflict: someone moved the alias since ``expected`` was read.
+            AliasRefused: the policy refused the move (recorded as an ``alias_refused`` event).
+            AliasConflict: the alias kept moving until ``deadline_s`` (an ``alias_give_up`` event).
+            RegistryError: the version, or the one production points at, is damaged.
         """
         self.verify(model, version)
+        checked: set[int] = set()
+
+        def decide(current: Pointer | None) -> Pointer | None:
+            if current is None:
+                return Pointer(version, None, 1, "promote", (version,))
+            if current.version == version:
+                return None
+            refusal = None
+            if version in current.withdrawn:
+                refusal = f"version {version} was withdrawn by a rollback of {alias}"
+            elif current.rollback_serial > seen_serial:
+                refusal = (f"{alias} was rolled back (pointer serial {current.rollback_serial}) "
+                           f"after this run looked at it (serial {seen_serial}); the candidate was "
+                           f"not judged against the rolled-back champion: re-run the pipeline")  # fmt: skip
+            elif version < current.version:
+                refusal = (f"{alias} is at version {current.version}, newer than {version}; the "
+                           f"alias only moves forward (a rollback moves it back)")  # fmt: skip
+            if refusal:
+                self._write_event(self._new_event(
+                    model, "alias_refused", alias=alias, version=version,
+                    current=current.version, reason=refusal, run_id=run_id))  # fmt: skip
+                raise AliasRefused(f"{model} version {version} was published but {alias} did not "
+                                   f"move: {refusal}")  # fmt: skip
+            if current.version not in checked:
+                problems = self.problems(model, current.version)
+                if problems:
+                    raise RegistryError(
+                        f"{model}@{alias} points at version {current.version}, which is damaged "
+                        f"({'; '.join(problems)}); nothing moves over a damaged registry: run "
+                        f"`slimgate registry verify {model}` and roll back to an intact version"
+                    )
+                checked.add(current.version)
+            return Pointer(version, current.version, current.serial + 1, "promote",
+                           (*current.history, version), current.withdrawn,
+                           current.rollback_serial)  # fmt: skip
+
+        return self._swap(model, alias, decide, action="move_alias", reason=reason,
+                          run_id=run_id, deadline_s=deadline_s,
+                          details={"seen_serial": seen_serial})  # fmt: skip
+
+    def rollback(
+        self,
+        model: str,
+        *,
+        alias: str = "production",
+        reason: str,
+        to: int | None = None,
+        run_id: str | None = None,
+        deadline_s: float = DEADLINE_S,
+    ) -> Pointer:
+        """Move ``alias`` back to the version it held before (or to ``to``, one it held
+        earlier), withdrawing the version it rolls back from and every version promoted after
+        it, including those that land while the rollback runs. Promotions whose run looked at
+        production before the rollback are refused afterwards."""
+        first = self.pointer(model, alias)
+        if first is None:
+            raise RegistryInputError(f"{model} has no {alias!r} alias to roll back")
+        origin = first.version
+        if to is not None:
+            self._version_key(model, to)
+        checked: set[int] = set()
+
+        def decide(current: Pointer | None) -> Pointer | None:
+            if current is None:
+                raise RegistryError(f"{model}@{alias} was removed while rolling back")
+            if origin in current.withdrawn:
+                return None  # rolled back from it already (a retry, or someone else)
+            history = list(current.history)
+            if origin not in history:
+                raise RegistryError(f"{model}@{alias}: version {origin} is no longer in its "
+                                    f"history {history}; nothing was changed")  # fmt: skip
+            earlier = history[: history.index(origin)]
+            if not earlier:
+                raise RegistryInputError(f"{model}@{alias} is at version {origin}, the first it "
+                                         "held; nothing to roll back to")  # fmt: skip
+            target = earlier[-1] if to is None else to
+            if target not in earlier:
+                raise RegistryInputError(f"--to {target}: {model}@{alias} held only versions "
+                                         f"{earlier} before version {origin}")  # fmt: skip
+            if target not in checked:
+                problems = self.problems(model, target)
+                if problems:
+                    raise RegistryError(f"cannot roll back to {model} version {target}: it is "
+                                        f"damaged ({'; '.join(problems)})")  # fmt: skip
+                checked.add(target)
+            keep = history[: history.index(target) + 1]
+            withdrawn = tuple(v for v in history if v not in keep)
+            serial = current.serial + 1
+            return Pointer(target, current.version, serial, "rollback", tuple(keep),
+                           (*current.withdrawn, *withdrawn), serial)  # fmt: skip
+
+        return self._swap(model, alias, decide, action="rollback", reason=reason,
+                          run_id=run_id, deadline_s=deadline_s)  # fmt: skip
+
+    def _swap(
+        self,
+        model: str,
+        alias: str,
+        decide: Callable[[Pointer | None], Pointer | None],
+        *,
+        action: str,
+        reason: str,
+        run_id: str | None,
+        deadline_s: float,
+        details: Mapping[str, Any] | None = None,
+    ) -> Pointer:
+        """Compare-and-swap the pointer ``decide`` makes of the current one (None: it is
+        already right), re-reading and re-deciding after each lost race, with jittered backoff."""
         key = self._alias_key(model, alias)
-        found = self.store.read(key)
-        current = json.loads(found[0]) if found else None
-        current_version = current["version"] if current else None
-        if current_version != expected:
-            raise AliasConflict(
-                f"{model}@{alias} points at version {current_version}, expected {expected}"
-            )
-        pointer = {"version": version, "previous": current_version}
-        if not self.store.swap(key, _json(pointer), found[1] if found else None):
-            self._event(
-                model,
-                "alias_conflict",
-                alias=alias,
-                version=version,
-                expected=expected,
-                run_id=run_id,
-            )
-            raise AliasConflict(f"{model}@{alias} moved while version {version} was being aliased")
-        self._event(model, action, alias=alias, version=version, previous=current_version,
-                    reason=reason, run_id=run_id)  # fmt: skip
-        return pointer
+        where = f"{self.describe()}/{key}"
+        start = time.monotonic()
+        mine: str | None = None  # the event key of our last attempt, to know our own write
+        ensured: set[str] = set()
+        attempt = -1
+        while True:
+            attempt += 1
+            found = self.store.read(key)
+            current = None if found is None else Pointer.parse(found[0], where)
+            if current is not None and current.event is not None:
+                if mine is not None and current.event.get("key") == mine:
+                    self._write_event(current.event)  # our swap landed; its reply was lost
+                    return current
+                if current.event.get("key") not in ensured:  # owed if its writer was killed
+                    self._write_event(current.event)
+                    ensured.add(str(current.event.get("key")))
+            chosen = decide(current)
+            if chosen is None:
+                assert current is not None
+                return current
+            extra = {"serial": chosen.serial, **(details or {})}
+            if chosen.mode == "rollback":
+                before = set(current.withdrawn) if current else set()
+                extra["withdrawn"] = [v for v in chosen.withdrawn if v not in before]
+            event = self._new_event(model, action, alias=alias, version=chosen.version,
+                                    previous=chosen.previous, reason=reason, run_id=run_id,
+                                    attempts=attempt + 1, **extra)  # fmt: skip
+            pointer = Pointer(chosen.version, chosen.previous, chosen.serial, chosen.mode,
+                              chosen.history, chosen.withdrawn, chosen.rollback_serial, event)  # fmt: skip
+            mine = event["key"]
+            if self.store.swap(key, _json(pointer.as_json()), found[1] if found else None):
+                self._write_event(event)
+                return pointer
+            waited = time.monotonic() - start
+            if waited > deadline_s:
+                self._write_event(self._new_event(
+                    model, "alias_give_up", alias=alias, version=chosen.version, move=action,
+                    attempts=attempt + 1, waited_s=round(waited, 3), run_id=run_id))  # fmt: skip
+                raise AliasConflict(
+                    f"{model}@{alias} kept moving for {waited:.0f} s ({attempt + 1} attempts); "
+                    f"version {chosen.version} was published but not aliased"
+                )
+            time.sleep(random.uniform(0, min(2.0, 0.02 * 2 ** min(attempt, 10))))  # full jitter
 
-    def rollback(self, model: str, *, alias: str = "production", reason: str) -> dict[str, Any]:
-        """Move ``alias`` back to the version it pointed at before, recording who and why."""
-        pointer = self.alias(model, alias)
-        if pointer is None:
-            raise RegistryError(f"{model} has no {alias!r} alias to roll back")
-        previous = pointer.get("previous")
-        if previous is None:
-            raise RegistryError(
-                f"{model}@{alias} is at version {pointer['version']}, its first; nothing to roll back to"
-            )
-        return self.move_alias(model, previous, alias=alias, expected=pointer["version"],
-                               reason=reason, action="rollback")  # fmt: skip
+    # --- events and repair -----------------------------------------------------------------------
 
-    def _event(self, model: str, action: str, **fields: Any) -> None:
+    def _new_event(self, model: str, action: str, **fields: Any) -> dict[str, Any]:
         now = datetime.now(UTC)
-        event = {"time": now.isoformat(), "action": action, "model": model, "user": _user(),
-                 "host": socket.gethostname(), **fields}  # fmt: skip
         name = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}.json"
-        self.store.create(f"{self._model(model)}/events/{name}", _json(event))
+        return {"key": f"{self._model(model)}/events/{name}", "time": now.isoformat(),
+                "action": action, "model": model, "user": _user(), "host": socket.gethostname(),
+                **fields}  # fmt: skip
+
+    def _write_event(self, event: Mapping[str, Any]) -> None:
+        """Write an event (again: the same bytes are a success). A failure is logged, not
+        raised: the card or pointer that carries the event lets the next write repair it."""
+        try:
+            self.store.create(str(event["key"]), _json(dict(event)))
+        except Exception as exc:
+            log.warning("could not write the event %s (%s); the next write repairs it",
+                        event.get("key"), exc)  # fmt: skip
+
+    def _cards(self, model: str) -> dict[int, dict[str, Any]]:
+        """The readable card of every complete version."""
+        out = {}
+        for v in self.versions(model):
+            with contextlib.suppress(RegistryError):
+                out[v] = self.card(model, v)
+        return out
+
+    def _repair(self, model: str, cards: dict[int, dict[str, Any]] | None = None) -> list[str]:
+        """Write every event a card or alias pointer carries but the log lacks."""
+        have = set(self.store.keys(f"{self._model(model)}/events/"))
+        owed: list[dict[str, Any]] = []
+        for card in (self._cards(model) if cards is None else cards).values():
+            if isinstance(event := card.get("event"), dict):
+                owed.append(event)
+        for pointer in self.aliases(model).values():
+            if pointer.event is not None:
+                owed.append(pointer.event)
+        repaired = []
+        for event in owed:
+            if event.get("key") not in have and str(event.get("key", "")).startswith(
+                f"{model}/events/"
+            ):
+                self._write_event(event)
+                repaired.append(str(event["key"]))
+        return repaired
+
+    # --- garbage -----------------------------------------------------------------------------------
+
+    def gc(self, model: str, older_than: timedelta, *, now: datetime | None = None) -> list[int]:
+        """Remove the files of versions claimed longer ago than ``older_than`` that never
+        completed (no card, no alias, no publish event), and only those. Each number keeps an
+        ``abandoned.json`` tombstone, so it is never reused."""
+        now = now or datetime.now(UTC)
+        removed = []
+        for state in self.states(model):
+            if state.state != "incomplete" or state.aliases or state.claim is None:
+                continue
+            try:
+                claimed = datetime.fromisoformat(str(state.claim["time"]))
+            except (KeyError, ValueError):
+                continue
+            if now - claimed < older_than:
+                continue
+            v = state.version
+            tomb = _json({"claim": state.claim, "removed_at": now.isoformat(), "user": _user()})
+            if not self.store.create(self._version_key(model, v, "abandoned.json"), tomb):
+                continue
+            for key in self.store.keys(self._version_key(model, v)):
+                if not key.endswith("/abandoned.json"):
+                    self.store.delete(key)
+            removed.append(v)
+        if removed:
+            self._write_event(self._new_event(model, "gc", versions=removed,
+                                              older_than_s=older_than.total_seconds()))  # fmt: skip
+        return removed
 
 
 class FileRegistry(Registry):
@@ -325,7 +782,7 @@ class FileRegistry(Registry):
     def file(self, model: str, version: int, name: str) -> Path:
         """The local path of one file of a version."""
         if not _FILE.match(name):
-            raise RegistryError(f"file name {name!r} is not allowed")
+            raise RegistryInputError(f"file name {name!r} is not allowed")
         path = self.root / self._version_key(model, version, name)
         if not path.is_file():
             raise RegistryError(f"{model} version {version} has no {name} in {self.root}")

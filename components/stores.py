@@ -4,6 +4,10 @@ Both offer the same few primitives, with the guarantees the registry's protocol 
 ``create`` writes a key only if it does not exist (an exclusive link on the file system,
 ``IfNoneMatch="*"`` on S3), and ``swap`` replaces a key only if it still has the etag that was
 read (a compare under a lock on the file system, ``IfMatch`` on S3).
+
+A create whose reply was lost is retried by the S3 client; the retry finds the key there and
+is refused. So a refused create compares what is there with what it meant to write: the same
+bytes are its own write, a success, never "someone else's".
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import random
 import shutil
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,8 +44,19 @@ class ObjectStore(ABC):
     def read(self, key: str) -> tuple[bytes, str] | None:
         """(content, etag), or None if the key does not exist."""
 
-    @abstractmethod
     def create(self, key: str, data: bytes | Path) -> bool:
+        """Write ``key`` only if it does not exist, or already holds exactly these bytes (a
+        retried write whose first reply was lost); False if it holds anything else."""
+        if self._create(key, data):
+            return True
+        found = self.read(key)
+        if found is None:
+            return False
+        ours = sha256_file(data) if isinstance(data, Path) else hashlib.sha256(data).hexdigest()
+        return hashlib.sha256(found[0]).hexdigest() == ours
+
+    @abstractmethod
+    def _create(self, key: str, data: bytes | Path) -> bool:
         """Write ``key`` only if it does not exist; False if it does."""
 
     @abstractmethod
@@ -98,7 +115,7 @@ class FileStore(ObjectStore):
             return None
         return data, hashlib.sha256(data).hexdigest()
 
-    def create(self, key: str, data: bytes | Path) -> bool:
+    def _create(self, key: str, data: bytes | Path) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
@@ -140,9 +157,10 @@ class FileStore(ObjectStore):
         if not start.is_dir():
             return []
         out = []
+        root = self.root.resolve()  # _path resolved symlinks in the root too
         for path in start.rglob("*"):
             if path.is_file() and not path.name.startswith("."):
-                key = path.relative_to(self.root).as_posix()
+                key = path.relative_to(root).as_posix()
                 if key.startswith(prefix):
                     out.append(key)
         return sorted(out)
@@ -214,6 +232,7 @@ class S3Store(ObjectStore):
             ClientError,
             ConnectTimeoutError,
             EndpointConnectionError,
+            HTTPClientError,
             NoCredentialsError,
         )
 
@@ -224,6 +243,12 @@ class S3Store(ObjectStore):
             raise RegistryError(
                 f"cannot reach the S3 endpoint {endpoint} after {ATTEMPTS} attempts while "
                 f"{what}: {exc}; check AWS_ENDPOINT_URL and the network"
+            ) from None
+        except HTTPClientError as exc:  # a reset connection, a reply that never came
+            endpoint = self.client.meta.endpoint_url
+            raise RegistryError(
+                f"lost the connection to the S3 endpoint {endpoint} {ATTEMPTS} times while "
+                f"{what}: {exc}"
             ) from None
         except NoCredentialsError:
             raise RegistryError(
@@ -265,7 +290,7 @@ class S3Store(ObjectStore):
     def _put(self, what: str, **kwargs: Any) -> bool:
         from botocore.exceptions import ClientError
 
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             try:
                 self._call(what, lambda: self.client.put_object(Bucket=self.bucket, **kwargs))
                 return True
@@ -275,9 +300,10 @@ class S3Store(ObjectStore):
                     return False
                 if code != "ConditionalRequestConflict":  # 409: a concurrent write, try again
                     raise
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))
         return False
 
-    def create(self, key: str, data: bytes | Path) -> bool:
+    def _create(self, key: str, data: bytes | Path) -> bool:
         body = data.read_bytes() if isinstance(data, Path) else data
         return self._put("writing", Key=self._key(key), Body=body, IfNoneMatch="*")
 

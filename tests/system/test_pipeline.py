@@ -86,7 +86,8 @@ def test_the_example_trains_well_and_promotes_a_quantized_model(
     assert verdict["selected"] is not None
     reg = FileRegistry(work / "registry")
     assert reg.versions("digits-cnn") == [1]
-    assert reg.alias("digits-cnn") == {"version": 1, "previous": None}
+    pointer = reg.pointer("digits-cnn")
+    assert pointer is not None and (pointer.version, pointer.previous) == (1, None)
     reg.verify("digits-cnn", 1)
     card = reg.card("digits-cnn", 1)
     assert card["candidate"] == verdict["selected"]
@@ -198,7 +199,7 @@ def test_registry_commands(
     assert main(["registry", "diff", "digits-cnn", "1", "1", *reg]) == 0
     assert json.loads(capsys.readouterr().out.split("\n", 3)[-1])["files"] == {}
     # one version only: there is nothing to roll back to, and the alias stays
-    assert main(["registry", "rollback", "digits-cnn", "--reason", "test", *reg]) == 1
+    assert main(["registry", "rollback", "digits-cnn", "--reason", "test", *reg]) == 2
     assert "nothing to roll back to" in capsys.readouterr().err
 
 
@@ -297,10 +298,8 @@ def test_the_same_run_promotes_to_s3_by_changing_only_the_registry_uri(
     spec = onnx_spec(work, promoted, "to-s3", registry="s3://models/pipelines")
     assert main(["run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "s3"]) == 0
     reg = open_registry("s3://models/pipelines")
-    assert reg.versions("digits-cnn") == [1] and reg.alias("digits-cnn") == {
-        "version": 1,
-        "previous": None,
-    }
+    pointer = reg.pointer("digits-cnn")
+    assert reg.versions("digits-cnn") == [1] and pointer is not None and pointer.version == 1
     reg.verify("digits-cnn", 1)
     card = reg.card("digits-cnn", 1)
     assert set(card["files"]) == {"model.onnx", "report.html"} and card["lineage"]["data_profile"]

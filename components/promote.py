@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from components.errors import PromotionRefused, RegistryError, Rejected
+from components.errors import AliasRefused, PromotionRefused, RegistryError, Rejected
 from components.layout import RunLayout, read_json
 from components.onnx_utils import sha256_file
 from components.records import Promotion, Verdict
@@ -134,7 +134,7 @@ def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> Promotion:
             reason="passed every goal of the release gate",
             run_id=run.run_id,
         )
-    except RegistryError as exc:  # refused by the alias policy, a damaged registry, contention
+    except (AliasRefused, RegistryError) as exc:  # the alias policy, a damaged registry, contention
         result.model_copy(update={"status": "refused", "reason": str(exc)}).write(run.promotion)
         raise
     result = result.model_copy(update={"previous": pointer.previous})

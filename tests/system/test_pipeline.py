@@ -167,6 +167,29 @@ def test_promote_refuses_a_model_changed_after_the_gate(promoted: RunLayout, wor
         promote(spec, run.root)
 
 
+def test_promote_keeps_the_alias_policy(promoted: RunLayout, work: Path, tmp_path: Path) -> None:
+    """A run whose version is older than production's is published but does not move it; nor
+    does a run that looked at production before a rollback."""
+    run = RunLayout(tmp_path / "run")
+    shutil.copytree(promoted.root, run.root)
+    registry = tmp_path / "registry"
+    shutil.copytree(work / "registry", registry)
+    reg = FileRegistry(registry)
+    newer = tmp_path / "newer.onnx"
+    newer.write_bytes(promoted.baseline.model.read_bytes())  # another model, released since
+    v2 = reg.publish("digits-cnn", {"model.onnx": newer}, {}).version
+    reg.move_alias("digits-cnn", v2, seen_serial=1, reason="a later release")
+    step = ["step", "promote", "--spec", str(work / "digits.yaml"), "--run-dir", str(run.root),
+            "--registry", str(registry)]  # fmt: skip
+    assert main(step) == 3
+    record = read_json(run.promotion)
+    assert record["status"] == "refused" and record["version"] == 1
+    assert "production is at version 2, newer than 1" in record["reason"]
+    assert reg.pointer("digits-cnn").version == 2  # type: ignore[union-attr]
+    refused = [e for e in reg.events("digits-cnn") if e["action"] == "alias_refused"]
+    assert [e["run_id"] for e in refused] == [run.run_id]
+
+
 def test_steps_run_one_by_one_like_an_orchestrator_would(promoted: RunLayout, work: Path) -> None:
     spec = onnx_spec(work, promoted, "stepwise")
     run_dir = work / "runs" / "stepwise"

@@ -221,8 +221,15 @@ def cmd_registry(args: argparse.Namespace) -> int:
                 f"{args.model} has no '{args.alias}' alias in {reg.describe()}"
             )
         version = alias.version
+        if version not in reg.versions(args.model):
+            raise RegistryError(f"{args.model}@{args.alias} points at version {version}, whose "
+                                f"card.json is missing: the registry is damaged (`slimgate "
+                                f"registry verify {args.model}`)")  # fmt: skip
     if cmd == "download":
-        for path in reg.download(args.model, version, Path(args.dest)):
+        dest = Path(args.dest)
+        if dest.exists() and not dest.is_dir():
+            raise InputError(f"download destination {dest} is a file; give a folder")
+        for path in reg.download(args.model, version, dest):
             print(path)
         return EXIT_OK
     card = reg.card(args.model, version)
@@ -233,8 +240,16 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _models(reg: Registry, model: str | None) -> list[str]:
+    known = reg.models()
+    if model is not None and model not in known:
+        raise RegistryInputError(f"no model {model!r} in {reg.describe()}; it holds "
+                                 f"{', '.join(known) or 'none'}")  # fmt: skip
+    return [model] if model else known
+
+
 def _registry_list(reg: Registry, model: str | None) -> int:
-    models = [model] if model else reg.models()
+    models = _models(reg, model)
     if not models:
         print(f"no models in {reg.describe()}")
     damaged = 0
@@ -261,7 +276,7 @@ def _registry_list(reg: Registry, model: str | None) -> int:
 
 def _registry_verify(reg: Registry, model: str | None, versions: list[int] | None) -> int:
     damaged = 0
-    for name in [model] if model else reg.models():
+    for name in _models(reg, model):
         check = reg.check(name, versions)
         for st in check.states:
             what = "re-hashed" if st.rehashed else "present"
@@ -284,7 +299,7 @@ def _registry_verify(reg: Registry, model: str | None, versions: list[int] | Non
 
 
 def _registry_gc(reg: Registry, model: str | None, older_than: timedelta) -> int:
-    for name in [model] if model else reg.models():
+    for name in _models(reg, model):
         removed = reg.gc(name, older_than)
         print(f"{name}: removed {len(removed)} claim(s) that never completed"
               + (f": {', '.join(f'v{v}' for v in removed)}" if removed else ""))  # fmt: skip
@@ -299,11 +314,13 @@ def _duration(text: str) -> timedelta:
     value, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "d")
     try:
         amount = float(value)
-    except ValueError:
-        amount = -1.0
-    if not amount >= 0:
-        raise InputError(f"--older-than {text!r}: expected a duration such as 7d, 12h, 30m or 90s")
-    return timedelta(**{units[unit]: amount})
+        if not amount >= 0:
+            raise ValueError(text)
+        return timedelta(**{units[unit]: amount})
+    except (ValueError, OverflowError):
+        raise InputError(
+            f"--older-than {text!r}: expected a duration such as 7d, 12h, 30m or 90s"
+        ) from None
 
 
 def cmd_cache(args: argparse.Namespace) -> int:

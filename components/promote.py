@@ -12,7 +12,7 @@ from components.errors import AliasRefused, PromotionRefused, RegistryError, Rej
 from components.layout import RunLayout, read_json
 from components.onnx_utils import sha256_file
 from components.records import Promotion, Verdict
-from components.registry import Registry, open_registry
+from components.registry import Published, Registry, open_registry
 from components.spec import Spec
 
 __all__ = ["package_version", "promote"]
@@ -125,21 +125,34 @@ def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> Promotion:
         registry=registry.describe(),
         candidate=name,
     )
+    result = _alias(registry, run, published, result, seen)
+    result.write(run.promotion)
+    return result
+
+
+def _alias(
+    registry: Registry, run: RunLayout, published: Published, result: Promotion, seen: int
+) -> Promotion:
+    """Move production to the published version; a refusal or failure is recorded first."""
     try:
         pointer = registry.move_alias(
-            spec.name,
+            str(result.model),
             published.version,
             alias=ALIAS,
             seen_serial=seen,
             reason="passed every goal of the release gate",
             run_id=run.run_id,
         )
-    except (AliasRefused, RegistryError) as exc:  # the alias policy, a damaged registry, contention
-        result.model_copy(update={"status": "refused", "reason": str(exc)}).write(run.promotion)
+    except AliasRefused as exc:
+        reason = str(exc)
+        if not published.created:
+            reason += f" (this run's model was already version {published.version})"
+        result.model_copy(update={"status": "refused", "reason": reason}).write(run.promotion)
+        raise AliasRefused(reason) from None
+    except RegistryError as exc:  # a damaged registry, an unreachable one, endless contention
+        result.model_copy(update={"status": "failed", "reason": str(exc)}).write(run.promotion)
         raise
-    result = result.model_copy(update={"previous": pointer.previous})
-    result.write(run.promotion)
-    return result
+    return result.model_copy(update={"previous": pointer.previous})
 
 
 def _seen_serial(run: RunLayout, registry: Registry, model: str) -> int:

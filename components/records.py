@@ -104,8 +104,10 @@ class Verdict(Record):
 class Promotion(Record):
     """``promotion.json``: what the promote step did."""
 
-    status: Literal["promoted", "rejected", "refused"]
-    reason: str | None = None  # why not, for a rejection or a refusal
+    # refused: by the gate's record or the alias policy; failed: the registry could not be
+    # written or read (damaged, unreachable, an alias that kept moving)
+    status: Literal["promoted", "rejected", "refused", "failed"]
+    reason: str | None = None  # why not, for a rejection, a refusal or a failure
     model: str | None = None
     version: int | None = None
     created: bool | None = None  # False: the same bytes were already a version

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import AliasRefused, RegistryError, RegistryInputError
-from components.stores import FileStore, ObjectStore, open_store, sha256_file
+from components.stores import FileStore, KeyMissing, ObjectStore, open_store, sha256_file
 
 __all__ = [
     "AliasConflict",
@@ -70,10 +70,16 @@ _RESERVED = ("card.json", "claim.json", "abandoned.json")
 
 #: How long a move of the alias waits out contention before it gives up (seconds).
 DEADLINE_S = 120.0
+#: gc never collects a claim younger than this: its writer may still be uploading.
+MIN_GC_AGE = timedelta(hours=1)
 
 
 class AliasConflict(RegistryError):
     """The alias kept moving until the deadline: the version was published, not aliased."""
+
+
+class _Unreadable(RegistryError):
+    """A card or pointer is there but is not JSON of the expected shape."""
 
 
 @dataclass(frozen=True)
@@ -109,20 +115,25 @@ class Pointer:
             version = int(raw["version"])
             previous = raw.get("previous")
             history = tuple(int(v) for v in raw.get("history", ()))
+            withdrawn = tuple(int(v) for v in raw.get("withdrawn", ()))
+            mode = str(raw.get("mode", "promote"))
             if not history:  # a pointer written before the history was kept
-                history = tuple(v for v in (previous, version) if v is not None)
+                if previous is not None and int(previous) > version:  # an old rollback
+                    history, withdrawn, mode = (version,), (int(previous),), "rollback"
+                else:
+                    history = tuple(int(v) for v in (previous, version) if v is not None)
             return cls(
                 version=version,
                 previous=None if previous is None else int(previous),
                 serial=int(raw.get("serial", 0)),
-                mode=str(raw.get("mode", "promote")),
+                mode=mode,
                 history=history,
-                withdrawn=tuple(int(v) for v in raw.get("withdrawn", ())),
+                withdrawn=withdrawn,
                 rollback_serial=int(raw.get("rollback_serial", 0)),
                 event=raw.get("event"),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise RegistryError(f"{where} is not an alias pointer: {exc}") from None
+            raise _Unreadable(f"{where} is not an alias pointer: {exc}") from None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -243,7 +254,7 @@ class Registry:
             raise RegistryInputError(f"{model} version {version} not found in {self.describe()}")
         card = _load(found[0])
         if card is None or not isinstance(card.get("files"), dict):
-            raise RegistryError(f"{self.describe()}/{key} is not a readable card")
+            raise _Unreadable(f"{self.describe()}/{key} is not a readable card")
         return card
 
     def pointer(self, model: str, alias: str = "production") -> Pointer | None:
@@ -273,18 +284,18 @@ class Registry:
 
     def problems(self, model: str, version: int, card: dict[str, Any] | None = None) -> list[str]:
         """What is wrong with a version, re-hashing every file its card lists (empty: intact)."""
-        if card is None:
+        if card is None:  # (a store that cannot be reached raises: that is not damage)
             try:
                 card = self.card(model, version)
             except RegistryInputError:
                 return ["card.json is missing"]
-            except RegistryError as exc:
+            except _Unreadable as exc:
                 return [str(exc)]
         out = []
         for name, digest in sorted(card["files"].items()):
             try:
                 seen = self.store.digest(self._version_key(model, version, name))
-            except (RegistryError, OSError):
+            except KeyMissing:
                 out.append(f"{name} is missing")
                 continue
             if seen != digest:
@@ -320,7 +331,7 @@ class Registry:
                 and (found := self.store.read(self._version_key(model, v, "claim.json")))
             ):
                 claim = _load(found[0])  # fmt: skip
-            if "abandoned.json" in names:
+            if "abandoned.json" in names and "card.json" not in names:
                 out.append(VersionState(v, "abandoned", aliases=on))
                 continue
             if "card.json" not in names:
@@ -335,7 +346,7 @@ class Registry:
                 continue
             try:
                 card = self.card(model, v)
-            except RegistryError as exc:
+            except _Unreadable as exc:
                 out.append(VersionState(v, "damaged", (str(exc),), claim=claim, aliases=on))
                 continue
             if v in full:
@@ -350,8 +361,10 @@ class Registry:
         """Re-hash every alias target and ``versions`` (None: every version), report every
         claimed number's state, and write the events a killed writer left owed."""
         rehash = self.versions(model) if versions is None else list(versions)
+        claimed = self._listing(model)
         for v in rehash:
-            self._version_key(model, v)
+            if self._version_key(model, v) and v not in claimed:
+                raise RegistryInputError(f"{model} has no version {v} in {self.describe()}")
         repaired = self._repair(model)
         return Check(model, self.states(model, rehash=rehash), repaired)
 
@@ -608,8 +621,10 @@ class Registry:
         def decide(current: Pointer | None) -> Pointer | None:
             if current is None:
                 raise RegistryError(f"{model}@{alias} was removed while rolling back")
-            if origin in current.withdrawn:
-                return None  # rolled back from it already (a retry, or someone else)
+            if origin in current.withdrawn:  # (our own landed write was recognised above)
+                raise RegistryError(f"{model}@{alias}: version {origin} was rolled back by someone "
+                                    f"else meanwhile; it is at version {current.version} now, and "
+                                    f"this rollback changed nothing")  # fmt: skip
             history = list(current.history)
             if origin not in history:
                 raise RegistryError(f"{model}@{alias}: version {origin} is no longer in its "
@@ -654,20 +669,28 @@ class Registry:
         key = self._alias_key(model, alias)
         where = f"{self.describe()}/{key}"
         start = time.monotonic()
-        mine: str | None = None  # the event key of our last attempt, to know our own write
+        mine: Pointer | None = None  # our last attempt, to know our own write
         ensured: set[str] = set()
         attempt = -1
         while True:
             attempt += 1
             found = self.store.read(key)
             current = None if found is None else Pointer.parse(found[0], where)
-            if current is not None and current.event is not None:
-                if mine is not None and current.event.get("key") == mine:
-                    self._write_event(current.event)  # our swap landed; its reply was lost
-                    return current
-                if current.event.get("key") not in ensured:  # owed if its writer was killed
-                    self._write_event(current.event)
-                    ensured.add(str(current.event.get("key")))
+            if mine is not None and mine.event is not None:
+                ours = str(mine.event["key"])
+                if current is not None and current.event and current.event.get("key") == ours:
+                    self._ensure_event(model, mine.event)  # our swap landed; its reply was lost
+                    return mine
+                if self.store.read(ours) is not None:
+                    # our swap landed, its reply was lost, and another writer (who wrote our
+                    # event before replacing our pointer) has moved the alias on since
+                    log.warning("%s@%s: version %d was aliased, then superseded by version %s",
+                                model, alias, mine.version, current and current.version)  # fmt: skip
+                    return mine
+            owed = current.event if current is not None else None
+            if owed is not None and owed.get("key") not in ensured:  # if its writer was killed
+                self._ensure_event(model, owed)
+                ensured.add(str(owed.get("key")))
             chosen = decide(current)
             if chosen is None:
                 assert current is not None
@@ -681,7 +704,7 @@ class Registry:
                                     attempts=attempt + 1, **extra)  # fmt: skip
             pointer = Pointer(chosen.version, chosen.previous, chosen.serial, chosen.mode,
                               chosen.history, chosen.withdrawn, chosen.rollback_serial, event)  # fmt: skip
-            mine = event["key"]
+            mine = pointer
             if self.store.swap(key, _json(pointer.as_json()), found[1] if found else None):
                 self._write_event(event)
                 return pointer
@@ -714,11 +737,21 @@ class Registry:
             log.warning("could not write the event %s (%s); the next write repairs it",
                         event.get("key"), exc)  # fmt: skip
 
+    def _ensure_event(self, model: str, event: Mapping[str, Any]) -> None:
+        """Make sure the event a pointer carries is in the log before that pointer is replaced
+        (the pointer is the only other record of it): raise rather than lose it."""
+        key = str(event.get("key", ""))
+        name = key.removeprefix(f"{self._model(model)}/events/")
+        if name == key or not _FILE.match(name):
+            raise RegistryError(f"{model}: a pointer carries an event with a bad key {key!r}")
+        if self.store.read(key) is None and not self.store.create(key, _json(dict(event))):
+            raise RegistryError(f"{self.describe()}/{key} holds another event than its pointer's")
+
     def _cards(self, model: str) -> dict[int, dict[str, Any]]:
         """The readable card of every complete version."""
         out = {}
         for v in self.versions(model):
-            with contextlib.suppress(RegistryError):
+            with contextlib.suppress(_Unreadable, RegistryInputError):  # damaged, or just deleted
                 out[v] = self.card(model, v)
         return out
 
@@ -734,22 +767,32 @@ class Registry:
                 owed.append(pointer.event)
         repaired = []
         for event in owed:
-            if event.get("key") not in have and str(event.get("key", "")).startswith(
-                f"{model}/events/"
-            ):
-                self._write_event(event)
+            if event.get("key") not in have:
+                self._ensure_event(model, event)
                 repaired.append(str(event["key"]))
         return repaired
 
     # --- garbage -----------------------------------------------------------------------------------
 
     def gc(self, model: str, older_than: timedelta, *, now: datetime | None = None) -> list[int]:
-        """Remove the files of versions claimed longer ago than ``older_than`` that never
-        completed (no card, no alias, no publish event), and only those. Each number keeps an
-        ``abandoned.json`` tombstone, so it is never reused."""
+        """Remove the files of versions claimed longer ago than ``older_than`` (at least
+        ``MIN_GC_AGE``) that never completed (no card, no alias, no publish event), and only
+        those. Each number keeps an ``abandoned.json`` tombstone, so it is never reused; a gc
+        that was interrupted is finished by the next."""
+        if older_than < MIN_GC_AGE:
+            raise RegistryInputError(
+                f"older than {older_than}: gc collects only claims older than {MIN_GC_AGE}, "
+                "whose writer cannot still be uploading"
+            )
         now = now or datetime.now(UTC)
         removed = []
+        listing = self._listing(model)
         for state in self.states(model):
+            v = state.version
+            if state.state == "abandoned":
+                if listing[v] - {"abandoned.json"}:  # an interrupted gc: finish it
+                    self._collect(model, v)
+                continue
             if state.state != "incomplete" or state.aliases or state.claim is None:
                 continue
             try:
@@ -758,18 +801,21 @@ class Registry:
                 continue
             if now - claimed < older_than:
                 continue
-            v = state.version
             tomb = _json({"claim": state.claim, "removed_at": now.isoformat(), "user": _user()})
             if not self.store.create(self._version_key(model, v, "abandoned.json"), tomb):
                 continue
-            for key in self.store.keys(self._version_key(model, v)):
-                if not key.endswith("/abandoned.json"):
-                    self.store.delete(key)
+            self._collect(model, v)
             removed.append(v)
+        self.store.sweep(older_than, now)
         if removed:
             self._write_event(self._new_event(model, "gc", versions=removed,
                                               older_than_s=older_than.total_seconds()))  # fmt: skip
         return removed
+
+    def _collect(self, model: str, version: int) -> None:
+        for key in self.store.keys(self._version_key(model, version)):
+            if not key.endswith(("/abandoned.json", "/card.json")):
+                self.store.delete(key)
 
 
 class FileRegistry(Registry):

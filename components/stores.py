@@ -22,15 +22,20 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from components.errors import RegistryError
 
-__all__ = ["FileStore", "ObjectStore", "S3Store", "open_store"]
+__all__ = ["FileStore", "KeyMissing", "ObjectStore", "S3Store", "open_store"]
 
 T = TypeVar("T")
 _CHUNK = 1 << 20
+
+
+class KeyMissing(RegistryError):
+    """The store answered that a key does not exist (not: could not be asked)."""
 
 
 class ObjectStore(ABC):
@@ -74,6 +79,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` if it exists."""
+
+    def sweep(self, older_than: timedelta, now: datetime) -> list[str]:
+        """Remove what killed writers left outside any key (nothing, on S3)."""
+        return []
 
     def digest(self, key: str) -> str:
         """sha256 of the key's content, read back from the store."""
@@ -151,6 +160,17 @@ class FileStore(ObjectStore):
             os.replace(tmp, path)
             return True
 
+    def sweep(self, older_than: timedelta, now: datetime) -> list[str]:
+        """The ``.incoming-*`` files of writers killed before they linked them into place."""
+        removed = []
+        if self.root.is_dir():
+            for path in self.root.rglob(".incoming-*"):
+                with contextlib.suppress(OSError):
+                    if now.timestamp() - path.stat().st_mtime > older_than.total_seconds():
+                        path.unlink()
+                        removed.append(str(path))
+        return removed
+
     def keys(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
         start = base if base.is_dir() else base.parent
@@ -168,14 +188,17 @@ class FileStore(ObjectStore):
     def fetch(self, key: str, dest: Path) -> None:
         path = self._path(key)
         if not path.is_file():
-            raise RegistryError(f"{self.describe()}/{key} not found")
+            raise KeyMissing(f"{self.describe()}/{key} not found")
         shutil.copyfile(path, dest)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
     def digest(self, key: str) -> str:
-        return sha256_file(self._path(key))
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyMissing(f"{self.describe()}/{key} not found")
+        return sha256_file(path)
 
 
 @contextlib.contextmanager
@@ -267,6 +290,12 @@ class S3Store(ObjectStore):
                     f"access denied to {self.describe()} while {what} ({code}): check the "
                     "credentials and the bucket policy"
                 ) from None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if int(status or 0) >= 500 or code in ("SlowDown", "Throttling"):
+                raise RegistryError(
+                    f"the S3 endpoint {self.client.meta.endpoint_url} answered {code or status} "
+                    f"{ATTEMPTS} times while {what} {self.describe()}; try again later"
+                ) from None
             raise
 
     @staticmethod
@@ -337,7 +366,7 @@ class S3Store(ObjectStore):
             )
         except ClientError as exc:
             if self._code(exc) in ("NoSuchKey", "404"):
-                raise RegistryError(f"{self.describe()}/{key} not found") from None
+                raise KeyMissing(f"{self.describe()}/{key} not found") from None
             raise
 
     def delete(self, key: str) -> None:

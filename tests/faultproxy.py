@@ -9,10 +9,15 @@ Each request is numbered in arrival order; ``plan(method, path, n)`` decides its
   any reply: the reply was lost;
 - ``"reset"``: the connection is reset (RST) before the request reaches the server;
 - a float: forwarded after that many seconds.
+
+moto checks a conditional PUT's ``If-Match``/``If-None-Match`` and then writes, without a lock,
+on a threaded server; S3 itself decides and writes atomically. So the proxy forwards one
+conditional PUT at a time, and what the tests see of compare-and-swap is what S3 gives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import struct
@@ -33,6 +38,7 @@ class FaultProxy:
         self.plan: Plan = lambda method, path, n: "pass"
         self.log: list[tuple[str, str, str | float]] = []  # (method, path, fate), in order
         self._lock = threading.Lock()
+        self._conditional = threading.Lock()  # moto's conditional PUTs are not atomic
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,11 +75,15 @@ class FaultProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
+                conditional = self.command == "PUT" and (
+                    "If-Match" in self.headers or "If-None-Match" in self.headers
+                )
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    reply = conn.getresponse()
-                    data = reply.read()
+                    with proxy._conditional if conditional else contextlib.nullcontext():
+                        conn.request(self.command, self.path, body=body, headers=headers)
+                        reply = conn.getresponse()
+                        data = reply.read()
                 finally:
                     conn.close()
                 if fate == "drop":

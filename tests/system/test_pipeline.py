@@ -189,6 +189,26 @@ def test_promote_keeps_the_alias_policy(promoted: RunLayout, work: Path, tmp_pat
     refused = [e for e in reg.events("digits-cnn") if e["action"] == "alias_refused"]
     assert [e["run_id"] for e in refused] == [run.run_id]
 
+    # A registry whose production this run's champion step scored at serial 2 (v2), and which
+    # an operator rolled back to v1 since: the run's own version is refused.
+    other = FileRegistry(tmp_path / "other")
+    for content in (b"first", b"second"):
+        (tmp_path / "m.onnx").write_bytes(promoted.baseline.model.read_bytes() + content)
+        v = other.publish("digits-cnn", {"model.onnx": tmp_path / "m.onnx"}, {}).version
+        other.move_alias("digits-cnn", v, seen_serial=v - 1, reason="earlier releases")
+    write_json(run.champion_record, {"model": "digits-cnn", "version": 2, "serial": 2})
+    other.rollback("digits-cnn", reason="v2 misbehaves")
+    step[-1] = str(tmp_path / "other")
+    assert main(step) == 3
+    record = read_json(run.promotion)
+    assert record["status"] == "refused" and record["version"] == 3
+    assert (
+        "rolled back (pointer serial 3) after this run looked at it (serial 2)" in record["reason"]
+    )
+    # a run that looked after the rollback goes through
+    write_json(run.champion_record, {"model": "digits-cnn", "version": 1, "serial": 3})
+    assert main(step) == 0 and other.pointer("digits-cnn").version == 3  # type: ignore[union-attr]
+
 
 def test_steps_run_one_by_one_like_an_orchestrator_would(promoted: RunLayout, work: Path) -> None:
     spec = onnx_spec(work, promoted, "stepwise")

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from components.cli import main
 from components.errors import AliasRefused, RegistryError, RegistryInputError
-from components.registry import FileRegistry, Registry
+from components.registry import AliasConflict, FileRegistry, Pointer, Registry
 from components.stores import FileStore
 
 
@@ -338,3 +340,187 @@ def test_the_cli_lists_verifies_and_collects(
     assert "version 2 -> 1 (withdrawn: v2)" in capsys.readouterr().out
     assert main(["registry", "gc", "--older-than", "7d", *where]) == 0
     assert "removed 0 claim(s)" in capsys.readouterr().out
+
+
+class Competitor(FileStore):
+    """A store where, before each of our first ``races`` swaps of an alias, a rival moves it
+    (a race we lose); with ``lost_reply``, our swap lands, a rival moves the alias on, and our
+    reply is lost."""
+
+    def __init__(self, root: Path, races: int = 0, lost_reply: bool = False) -> None:
+        super().__init__(root)
+        self.races, self.lost_reply = races, lost_reply
+        self.rival: Callable[[], None] | None = None
+
+    def swap(self, key: str, data: bytes, expected_etag: str | None) -> bool:
+        rival, self.rival = self.rival, None  # the rival's own swaps go straight through
+        try:
+            if rival is not None and self.lost_reply:
+                self.lost_reply = False
+                assert super().swap(key, data, expected_etag)
+                rival()
+                return False
+            if rival is not None and self.races > 0:
+                self.races -= 1
+                rival()
+            return super().swap(key, data, expected_etag)
+        finally:
+            self.rival = rival
+
+
+def with_rival(tmp_path: Path, rivals: int, **kwargs: Any) -> tuple[Registry, int]:
+    """Production at v1, ``rivals`` versions published after it, then ours: each rival move
+    takes production one version further, never past ours."""
+    store = Competitor(tmp_path / "reg", **kwargs)
+    rival = FileRegistry(tmp_path / "reg")
+    promoted(rival, tmp_path, b"one")
+    for i in range(rivals):
+        rival.publish("m", {"model.onnx": artifact(tmp_path, bytes([100 + i]))}, {})
+    reg = Registry(store)
+    mine = reg.publish("m", {"model.onnx": artifact(tmp_path, b"mine")}, {}).version
+
+    def move_on() -> None:
+        at = rival.pointer("m").version  # type: ignore[union-attr]
+        rival.move_alias("m", at + 1, seen_serial=_serial(rival), reason="the rival")
+
+    store.rival = move_on
+    return reg, mine
+
+
+def test_lost_races_are_re_decided_until_the_move_lands(tmp_path: Path) -> None:
+    reg, mine = with_rival(tmp_path, rivals=3, races=3)
+    pointer = reg.move_alias("m", mine, reason="me")
+    assert (pointer.version, pointer.previous, pointer.serial) == (mine, 4, 5)
+    assert pointer.event is not None and pointer.event["attempts"] == 4
+    assert actions(reg).count("move_alias") == 5
+
+
+def test_contention_past_the_deadline_gives_up_and_says_so(tmp_path: Path) -> None:
+    reg, mine = with_rival(tmp_path, rivals=40, races=40)
+    with pytest.raises(AliasConflict, match=rf"kept moving .* version {mine} was published"):
+        reg.move_alias("m", mine, reason="me", deadline_s=0.2)
+    gave_up = [e for e in reg.events("m") if e["action"] == "alias_give_up"]
+    assert len(gave_up) == 1 and gave_up[0]["version"] == mine and gave_up[0]["attempts"] > 1
+
+
+def test_a_landed_swap_whose_reply_was_lost_is_ours_though_a_rival_moved_on(
+    tmp_path: Path,
+) -> None:
+    reg, mine = with_rival(tmp_path, rivals=0, lost_reply=True)
+    store = reg.store
+    assert isinstance(store, Competitor)
+    rival = FileRegistry(tmp_path / "reg")
+    newer = rival.publish("m", {"model.onnx": artifact(tmp_path, b"newer")}, {}).version
+
+    def move_past() -> None:
+        rival.move_alias("m", newer, seen_serial=_serial(rival), reason="the rival")
+
+    store.rival = move_past
+    pointer = reg.move_alias("m", mine, reason="me")
+    assert pointer.version == mine and reg.pointer("m").version == newer  # type: ignore[union-attr]
+    assert "alias_refused" not in actions(reg)  # it landed: not a refusal
+    moves = sorted(e["version"] for e in reg.events("m") if e["action"] == "move_alias")
+    assert moves == [1, mine, newer]  # and its event was written by the rival, before its swap
+
+
+def test_a_pointer_from_before_the_history_was_kept(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    promoted(reg, tmp_path, b"one", b"two")
+    (tmp_path / "reg/m/aliases/production.json").write_text('{"version": 1, "previous": 2}')
+    pointer = reg.pointer("m")  # an old rollback from 2 to 1
+    assert pointer is not None and (pointer.history, pointer.withdrawn) == ((1,), (2,))
+    with pytest.raises(RegistryInputError, match="nothing to roll back to"):
+        reg.rollback("m", reason="never forward")
+    with pytest.raises(AliasRefused, match="withdrawn"):
+        reg.move_alias("m", 2, reason="x")
+
+
+def test_a_rollback_someone_else_made_first_changes_nothing(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    promoted(reg, tmp_path, b"one", b"two", b"three")
+
+    class Late(FileRegistry):
+        def pointer(self, model: str, alias: str = "production") -> Pointer | None:
+            found = super().pointer(model, alias)
+            if not getattr(self, "raced", False):  # read v3, then the other operator acts
+                self.raced = True
+                reg.rollback("m", reason="the other operator")
+            return found
+
+    with pytest.raises(RegistryError, match="version 3 was rolled back by someone else"):
+        Late(tmp_path / "reg").rollback("m", to=1, reason="mine")
+    assert reg.pointer("m").version == 2  # type: ignore[union-attr]
+    assert actions(reg).count("rollback") == 1
+
+
+def test_gc_refuses_young_claims_and_finishes_an_interrupted_gc(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    promoted(reg, tmp_path, b"one")
+    with pytest.raises(RegistryInputError, match="only claims older than 1:00:00"):
+        reg.gc("m", timedelta(minutes=5))
+    dead, _ = reg._claim("m", run_id="dead")
+    reg.store.create(f"m/versions/{dead}/model.onnx", artifact(tmp_path, b"half"))
+    reg.store.create(f"m/versions/{dead}/abandoned.json", b"{}")  # gc killed right after this
+    incoming = tmp_path / "reg/m/versions/1/.incoming-x"
+    incoming.write_bytes(b"a killed writer's temporary file")
+    later = datetime.now(UTC) + timedelta(hours=3)
+    assert reg.gc("m", timedelta(hours=1), now=later) == []  # already tombstoned: not counted
+    assert sorted(p.name for p in (tmp_path / f"reg/m/versions/{dead}").iterdir()) == [
+        "abandoned.json"
+    ]
+    assert not incoming.exists()
+
+
+def test_a_card_written_after_gc_shows_as_damaged_not_abandoned(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    number, _ = reg._claim("m", run_id="slow")
+    reg.store.create(f"m/versions/{number}/abandoned.json", b"{}")  # gc took it meanwhile
+    reg.store.create(f"m/versions/{number}/card.json", b'{"files": {"model.onnx": "00"}}')
+    (state,) = reg.states("m")
+    assert state.state == "damaged" and state.problems == ("model.onnx is missing",)
+
+
+class Unreachable(FileStore):
+    def digest(self, key: str) -> str:
+        raise RegistryError("cannot reach the store")
+
+
+def test_a_store_that_cannot_be_reached_is_not_called_damage(tmp_path: Path) -> None:
+    FileRegistry(tmp_path / "reg").publish("m", {"model.onnx": artifact(tmp_path, b"one")}, {})
+    with pytest.raises(RegistryError, match="cannot reach the store"):
+        Registry(Unreachable(tmp_path / "reg")).problems("m", 1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["list", "nosuch"], "no model 'nosuch' in file://"),
+        (["verify", "m", "--version", "9"], "m has no version 9"),
+        (["gc", "--older-than", "inf"], "--older-than 'inf': expected a duration"),
+        (["gc", "--older-than=-3d"], "--older-than '-3d': expected a duration"),
+        (["download", "m", "a-file"], "is a file; give a folder"),
+    ],
+)
+def test_more_bad_arguments_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    promoted(FileRegistry(tmp_path / "reg"), tmp_path, b"one")
+    code = main(["registry", *argv, "--registry", str(tmp_path / "reg")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_production_without_its_card_is_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    promoted(FileRegistry(tmp_path / "reg"), tmp_path, b"one")
+    (tmp_path / "reg/m/versions/1/card.json").unlink()
+    for cmd in (["show", "m"], ["download", "m", str(tmp_path / "out")]):
+        assert main(["registry", *cmd, "--registry", str(tmp_path / "reg")]) == 1
+        assert "points at version 1, whose card.json is missing" in capsys.readouterr().err

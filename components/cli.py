@@ -254,8 +254,10 @@ def _registry_list(reg: Registry, model: str | None) -> int:
         print(f"no models in {reg.describe()}")
     damaged = 0
     for name in models:
+        withdrawn = {v for p in reg.aliases(name).values() for v in p.withdrawn}
         for st in reg.states(name):
             on = "".join(f" {a}" for a in st.aliases)
+            on += " (withdrawn)" if st.version in withdrawn else ""
             if st.state in ("ok", "damaged") and st.card is not None:
                 m = st.card.get("metrics", {})
                 line = (f"{name}\tv{st.version}{on}\t{st.card.get('candidate')}\t"

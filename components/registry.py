@@ -640,8 +640,10 @@ class Registry:
             if target not in checked:
                 problems = self.problems(model, target)
                 if problems:
+                    others = [v for v in earlier if v != target]
+                    hint = f"; roll back to an earlier one with --to ({others})" if others else ""
                     raise RegistryError(f"cannot roll back to {model} version {target}: it is "
-                                        f"damaged ({'; '.join(problems)})")  # fmt: skip
+                                        f"damaged ({'; '.join(problems)}){hint}")  # fmt: skip
                 checked.add(target)
             keep = history[: history.index(target) + 1]
             withdrawn = tuple(v for v in history if v not in keep)

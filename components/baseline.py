@@ -16,7 +16,7 @@ from components.evaluate import evaluate
 from components.layout import RunLayout, read_json, write_json
 from components.models import bind_inputs, build_builtin, load_factory, load_huggingface
 from components.onnx_utils import check_model
-from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, Spec
+from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, OnnxModel, Spec
 from components.stores import sha256_file
 from components.tuning import build_untrained, tune_training
 from optimizers.tensors import Features, take
@@ -65,8 +65,15 @@ def baseline(spec: Spec, run_dir: Path) -> dict[str, Any]:
         "model": reuse_or_make(cache, "baseline", baseline_inputs(spec, info["fingerprint"]),
                                out.root, lambda: _make(spec, run, info), run_id=run.run_id),
     }  # fmt: skip
-    check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
-                spec.scored_output, task=spec.task)  # fmt: skip
+    try:
+        check_model(out.model, data_sample(run), len(info["classes"]), spec.target.threads,
+                    spec.scored_output, task=spec.task)  # fmt: skip
+    except ModelError as exc:
+        if isinstance(spec.model, OnnxModel):  # name the user's file, not our copy of it
+            raise ModelError(
+                f"model.onnx: {str(exc).replace(str(out.model), str(spec.resolve(spec.model.onnx)))}"
+            ) from None
+        raise
 
     def measure() -> list[str]:
         evaluate(out.model, run.split("test"), out.root, threads=spec.target.threads,

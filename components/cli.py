@@ -56,6 +56,10 @@ def _registry_uri(value: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from components.console import execute_run
 
+    if args.resume and args.run_id and args.resume != args.run_id:
+        raise InputError(f"--resume {args.resume} and --run-id {args.run_id} name different runs")
+    if args.resume:
+        return execute_run(_load(args), Path(args.runs_dir), args.resume, resume=True)
     return execute_run(_load(args), Path(args.runs_dir), args.run_id)
 
 
@@ -74,7 +78,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from components.preflight import preflight
+
     spec = _load(args)
+    preflight(spec, Path("runs"))
     search = ""
     if spec.search is not None:
         search = (f", a search of {spec.search.trials} trials over "
@@ -372,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
     p.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
     p.add_argument("--run-id", help="name of the run directory (default: time and random suffix)")
     p.add_argument("--registry", help="override the spec's registry URI")
+    p.add_argument("--resume", metavar="RUN_ID",
+                   help="continue an interrupted or failed run from the steps it finished")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the built-in example (digits CNN, int8 quantization)")

@@ -44,7 +44,7 @@ class _StatusHandler(logging.Handler):
         self.status.update(f"[bold]{self.step}[/] {escape(message)}")
 
 
-def execute_run(spec: Spec, runs_dir: Path, run_id: str | None) -> int:
+def execute_run(spec: Spec, runs_dir: Path, run_id: str | None, *, resume: bool = False) -> int:
     from components.runner import Phase, run
 
     console = stderr_console()
@@ -65,13 +65,15 @@ def execute_run(spec: Spec, runs_dir: Path, run_id: str | None) -> int:
             status.update(f"[bold]{name}[/] ...")
         elif phase == "done":
             console.print(f"[green]✓[/] {name} [dim]{seconds:.1f} s[/]")
+        elif phase == "kept":
+            console.print(f"[dim]= {name} kept from the interrupted run[/]")
         elif phase == "skipped":
             console.print(f"[dim]- {name} skipped: {escape(error or '')}[/]")
         else:
             console.print(f"[red]✗[/] {name} [dim]{seconds:.1f} s[/]")
 
     try:
-        result = run(spec, runs_dir, run_id=run_id, on_step=on_step)
+        result = run(spec, runs_dir, run_id=run_id, on_step=on_step, resume=resume)
     finally:
         status.stop()
         for lg, (level, propagate) in zip(loggers, saved, strict=True):

@@ -133,9 +133,13 @@ def _file_frame(path: Path, source: FileData, *, labelled: bool = True) -> pd.Da
         if fmt == "npz":
             frame = _npz_frame(path, source.label)
         else:
-            frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
-    except (OSError, ValueError, ImportError) as exc:
-        raise DataError(f"data.path: cannot read {path} as {fmt}: {exc}") from exc
+            # index_col=False: a row with more fields than the header is an error, not an index
+            frame = pd.read_csv(path, index_col=False) if fmt == "csv" else pd.read_parquet(path)
+    except (OSError, ValueError, ImportError) as exc:  # (pandas' ParserError is a ValueError)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"data.path: cannot read {path} as {fmt}: {first}") from None
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
     if not labelled:
         if source.label in frame.columns:
             raise DataError(f"{path}: task embedding takes no labels, but the data has a column "
@@ -143,8 +147,8 @@ def _file_frame(path: Path, source: FileData, *, labelled: bool = True) -> pd.Da
         return frame
     if source.label not in frame.columns:
         raise DataError(
-            f"{path}: label column {source.label!r} (data.label) not found; "
-            f"columns are {list(map(str, frame.columns))}"
+            f"{path}: label column {source.label!r} (data.label) not found; the "
+            f"{frame.shape[1]} columns are {_some(list(map(str, frame.columns)))}"
         )
     if frame.shape[1] < 2:
         raise DataError(f"{path}: no feature columns besides the label {source.label!r}")
@@ -207,10 +211,23 @@ def to_table(
     )  # fmt: skip
 
 
+def _some(names: list[str], shown: int = 6) -> str:
+    """A list of names, the first few and the last (a wide table has hundreds)."""
+    if len(names) <= shown + 1:
+        return ", ".join(map(repr, names))
+    return (
+        ", ".join(map(repr, names[:shown])) + f", ... {len(names) - shown - 1} more, {names[-1]!r}"
+    )
+
+
 def finite_check(frame: pd.DataFrame, label: str) -> list[str]:
-    """Feature columns holding +-inf (the suite's null checks do not see them)."""
+    """Feature columns holding +-inf (the suite's null checks do not see them), or values
+    beyond what float32, the dtype the model computes in, can hold."""
     features = frame.drop(columns=[label]).select_dtypes("number")
-    return [str(c) for c in features.columns if np.isinf(features[c].to_numpy(dtype=float)).any()]
+    limit = float(np.finfo(np.float32).max)
+    with np.errstate(invalid="ignore"):
+        return [str(c) for c in features.columns
+                if (np.abs(features[c].to_numpy(dtype=float)) > limit).any()]  # fmt: skip
 
 
 def split(table: Table, params: Split) -> dict[str, Table]:

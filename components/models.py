@@ -7,6 +7,7 @@ below the steps and the techniques that both use them.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,12 +56,32 @@ def load_factory(source: FactoryModel, spec: Spec) -> tuple[torch.nn.Module, boo
     path = spec.resolve(source.weights)
     if not path.is_file():
         raise ModelError(f"model.weights: file not found: {path}")
+    state = load_state_dict(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as exc:
-        raise ModelError(f"model.weights: cannot load {path} into {source.factory}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model.weights: {path} does not fit {source.factory}: {first}") from exc
     return model, True
+
+
+def load_state_dict(path: Path) -> Any:
+    """A ``state_dict`` of tensors, read without unpickling anything else."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"model.weights: {path} holds pickled Python objects, not only tensors; slimgate "
+            "loads weights without running pickled code: save them with "
+            "torch.save(model.state_dict(), PATH)"
+        ) from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model.weights: cannot read {path} as PyTorch weights: {first}") from None
 
 
 def load_huggingface(

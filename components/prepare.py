@@ -32,10 +32,12 @@ from validation.data import (
     CheckResult,
     DataReport,
     feature_profile,
+    goal_rows_checks,
     psi,
     run_suite,
     split_checks,
     tensor_checks,
+    verdict_checks,
 )
 
 __all__ = ["prepare_data", "reference_profile"]
@@ -67,8 +69,18 @@ def prepare_data(spec: Spec, run_dir: Path) -> dict[str, Any]:
     else:
         table, report, where = _tabular_table(spec, ranges, labels, run)
     _stop_on_failure(report, run, where)
+    splits = 3 if spec.split.calibration > 0 else 2
+    report.results += verdict_checks(table.y, table.classes, spec.task, splits)
+    _stop_on_failure(report, run, where)
 
-    parts = split(table, spec.split)
+    try:
+        parts = split(table, spec.split)
+    except ValueError as exc:  # scikit-learn's stratified split, on too few rows per class
+        raise DataError(f"{where}: cannot split {len(table)} rows into train, calibration and "
+                        f"test keeping every class in each: {exc}") from None  # fmt: skip
+    report.results += goal_rows_checks(
+        spec.goals.rows_needed(), len(parts["test"].y), len(table), spec.split.test
+    )
     report.results += split_checks(
         {name: (parts[name].x if table.tabular else parts[name].rows(), parts[name].y)
          for name in SPLITS}, table.classes,
@@ -129,8 +141,9 @@ def _tabular_table(
         raise DataError(str(exc)) from exc
     infinite = finite_check(frame, label)
     report.results.append(CheckResult(
-        "finite_values", not infinite, f"columns holding +-inf: {infinite}" if infinite
-        else "no infinite values", "slimgate",
+        "finite_values", not infinite,
+        f"columns holding +-inf or values beyond float32's range (|x| > 3.4e38), which the model "
+        f"computes in: {infinite[:5]}" if infinite else "no infinite values", "slimgate",
     ))  # fmt: skip
     if not report.success:
         return Table(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), (), ()), report, where

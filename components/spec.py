@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    BaseModel,
     Discriminator,
     Field,
     PrivateAttr,
@@ -117,8 +118,10 @@ def _source_kind(keys: tuple[str, ...]) -> Any:
     def kind(value: Any) -> str | None:
         if isinstance(value, Mapping):
             found = [k for k in keys if k in value]
-        else:  # a validated model being serialized
+        elif isinstance(value, BaseModel):  # a validated model being serialized
             found = [k for k in keys if k in type(value).model_fields]
+        else:  # not a mapping at all (null, a number, a list)
+            return None
         return found[0] if len(found) == 1 else None
 
     return kind
@@ -212,7 +215,9 @@ class DataValidation(StrictModel):
     """
 
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
-    labels: list[str] | None = Field(default=None, description="the allowed label values")
+    labels: list[str] | None = Field(
+        default=None, description="the allowed label values (strings or integers)"
+    )
     min_rows: int = Field(default=30, ge=1)
     min_rows_per_split: int = Field(default=10, ge=1)
     min_rows_per_class: int = Field(default=3, ge=1)
@@ -222,6 +227,14 @@ class DataValidation(StrictModel):
     reference: str | None = None
     max_drift_psi: float = Field(default=0.25, gt=0)
     expectations: list[UserExpectation] = Field(default_factory=list)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value: Any) -> Any:
+        """Integer labels (``[0, 1]``) are compared as the text they read as."""
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
 
     @field_validator("ranges")
     @classmethod
@@ -834,11 +847,19 @@ def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([f"{path}: spec file not found"]) from None
+    except IsADirectoryError:
+        raise SpecError([f"{path}: is a folder; give the spec's YAML file"]) from None
     except OSError as exc:
         raise SpecError([f"{path}: cannot read the spec file: {exc.strerror}"]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError([f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); save the spec as UTF-8"]) from None  # fmt: skip
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -846,8 +867,15 @@ def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([f"{where}: not valid YAML: {problem}"]) from None
+    if raw is None:
+        raise SpecError([f"{path}: the spec is empty; it needs at least name, model, data "
+                         "and goals (`slimgate schema` lists every field)"])  # fmt: skip
     if not isinstance(raw, dict):
-        raise SpecError([f"{path}: expected a mapping of spec fields, got {type(raw).__name__}"])
+        kind = {"list": "a list", "str": "a single string"}.get(
+            type(raw).__name__, type(raw).__name__
+        )
+        raise SpecError([f"{path}: expected a mapping of spec fields (name: ..., data: ...), "
+                         f"got {kind}"])  # fmt: skip
     raw.update(overrides or {})
     try:
         spec = Spec.model_validate(raw)

@@ -39,7 +39,11 @@ def session(path: Path, threads: int) -> Any:
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {exc}") from exc
+        if "INVALID_PROTOBUF" in str(exc) or "Protobuf parsing failed" in str(exc):
+            raise ModelError(f"{path}: not an ONNX model (its bytes do not parse as an ONNX "
+                             "protobuf)") from None  # fmt: skip
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first}") from exc
 
 
 def infer(

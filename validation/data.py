@@ -23,10 +23,12 @@ __all__ = [
     "CheckResult",
     "DataReport",
     "feature_profile",
+    "goal_rows_checks",
     "psi",
     "run_suite",
     "split_checks",
     "tensor_checks",
+    "verdict_checks",
 ]
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -48,7 +50,8 @@ class CheckResult:
 
     def line(self) -> str:
         where = f" {self.target} {self.column!r}" if self.column else ""
-        ex = f" (e.g. {', '.join(map(str, self.examples[:5]))})" if self.examples else ""
+        shown = [_cut(str(e)) for e in self.examples[:3]]
+        ex = f" (e.g. {', '.join(shown)})" if self.examples else ""
         return f"{self.check}{where}: {self.detail}{ex}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +155,12 @@ def run_suite(
             )
         suites["values"][1].append(expect.ExpectColumnValuesToBeBetween(**kwargs))
     if labels is not None:
-        suites["rows"][1].append(expect.ExpectColumnValuesToBeInSet(column=label, value_set=labels))
+        allowed: list[Any] = labels
+        if pd.api.types.is_numeric_dtype(frame[label]):  # "0" and "1" name the numbers 0 and 1
+            allowed = [_number(v) for v in labels]
+        suites["rows"][1].append(
+            expect.ExpectColumnValuesToBeInSet(column=label, value_set=allowed)
+        )
     if duplicates:
         suites["rows"][1].append(expect.ExpectCompoundColumnsToBeUnique(column_list=features))
     for name, kw in user:
@@ -245,6 +253,80 @@ def _result(table: str, item: dict[str, Any], data: pd.DataFrame) -> CheckResult
 
 
 # --- split-level checks ------------------------------------------------------------------------
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _cut(text: str, width: int = 60) -> str:
+    """An example cut to a readable length."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def verdict_checks(
+    y: np.ndarray, classes: tuple[str, ...], task: str, splits: int
+) -> list[CheckResult]:
+    """Whether the data can support a verdict at all: a classifier needs two classes or more,
+    each with rows enough to appear in every split; a regression needs a target that varies."""
+    out = []
+    if task == "classification":
+        counts = np.bincount(y, minlength=len(classes)) if y.size else np.zeros(len(classes), int)
+        present = [classes[i] for i, c in enumerate(counts) if c > 0]
+        out.append(CheckResult(
+            "two_classes", len(present) >= 2,
+            f"the label column holds {len(present)} class{'' if len(present) == 1 else 'es'} "
+            f"({', '.join(map(repr, present[:3])) or 'none'}); a classifier that can only be "
+            "right cannot be evaluated, so nothing would be released" if len(present) < 2
+            else f"{len(present)} classes", "slimgate",
+        ))  # fmt: skip
+        small = [f"{classes[i]!r}: {int(c)}" for i, c in enumerate(counts) if 0 < c < splits]
+        out.append(CheckResult(
+            "class_in_every_split", not small,
+            f"every class needs at least {splits} rows, one for each split; too few: "
+            + ", ".join(small[:5]) if small else "every class can appear in every split",
+            "slimgate",
+        ))  # fmt: skip
+    elif task == "regression":
+        values = y.astype(np.float64)
+        spread = float(values.std()) if values.size else 0.0
+        scale = max(1.0, float(np.abs(values).mean())) if values.size else 1.0
+        varies = values.size > 1 and spread > 1e-6 * scale
+        out.append(CheckResult(
+            "target_varies", varies,
+            f"the target is constant or nearly so (std {spread:.3g} around "
+            f"{values.mean() if values.size else 0:.6g}); any model predicting that value would "
+            "pass, so nothing can be judged" if not varies else f"target std {spread:.4g}",
+            "slimgate",
+        ))  # fmt: skip
+    return out
+
+
+def goal_rows_checks(
+    needs: list[tuple[str, int | None]], test_rows: int, total_rows: int, test_share: float
+) -> list[CheckResult]:
+    """Whether the test split is large enough for each bounded goal to pass at all."""
+    out = []
+    for goal, need in needs:
+        ok = need is not None and test_rows >= need
+        if ok:
+            detail = f"{goal}: {test_rows} test rows, at least {need} needed"
+        elif need is None:
+            detail = (
+                f"{goal} cannot pass on any number of test rows; lower the confidence or the bound"
+            )
+        else:
+            detail = (f"{goal} cannot pass on {test_rows} test rows even with every example "
+                      f"right; it needs at least {need} (about {int(np.ceil(need / test_share))} "
+                      f"rows at split.test {test_share:g}; the data has {total_rows}), or a lower "
+                      "confidence")  # fmt: skip
+        out.append(CheckResult("test_rows_for_goals", ok, detail, "slimgate"))
+    return out
 
 
 def split_checks(

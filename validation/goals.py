@@ -27,6 +27,7 @@ from validation.stats import (
     paired_bootstrap_upper,
     percentile_upper_bound,
     regression_error,
+    rows_for_lower_bound,
     runs_needed_for_percentile_bound,
 )
 
@@ -676,6 +677,19 @@ class Goals(StrictModel):
     def active(self) -> list[Goal]:
         """The goals that are set, in a fixed order."""
         return [g for name in type(self).model_fields if (g := getattr(self, name)) is not None]
+
+    def rows_needed(self) -> list[tuple[str, int | None]]:
+        """Test rows each bounded goal needs before it can pass at all, even with every
+        example right (None: no number of rows would do)."""
+        out = []
+        for field_name, goal in (("accuracy", self.accuracy), ("agreement", self.agreement)):
+            minimum = None if goal is None else goal.min
+            if goal is None or goal.confidence is None or minimum is None:
+                continue
+            limit = float(minimum)
+            out.append((f"goals.{field_name}.min {limit:g} at confidence {goal.confidence:g}",
+                        rows_for_lower_bound(limit, goal.confidence)))  # fmt: skip
+        return out
 
     def check(
         self, candidate: Evidence, baseline: Evidence, champion: Champion = None

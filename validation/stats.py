@@ -208,3 +208,18 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     num = (a * b).sum(axis=1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return float(np.mean(num / np.maximum(den, 1e-12)))
+
+
+def rows_for_lower_bound(limit: float, confidence: float, cap: int = 10_000_000) -> int | None:
+    """The fewest trials whose exact lower bound can reach ``limit`` at all: with every one a
+    success. None if even ``cap`` trials cannot."""
+    if clopper_pearson_lower(cap, cap, confidence) < limit:
+        return None
+    lo, hi = 1, cap
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if clopper_pearson_lower(mid, mid, confidence) >= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

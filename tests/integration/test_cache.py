@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from components.cache import ArtifactCache
+from components.errors import InputError
 from components.layout import RunLayout, read_json
 from components.runner import run
 from components.spec import load_spec
@@ -175,7 +176,7 @@ def test_the_first_writer_of_a_key_wins_and_its_entry_stays_whole(tmp_path: Path
     assert cache.restore("candidate", "cd" * 32, tmp_path / "missing") is None
 
 
-def test_an_unreachable_cache_does_not_fail_the_run(
+def test_an_unreachable_cache_is_bad_input_found_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
@@ -184,8 +185,27 @@ def test_an_unreachable_cache_does_not_fail_the_run(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     spec_path = tabular_spec(tmp_path, cache={"uri": "s3://models/cache"},
                              candidates=[["quantization.dynamic_int8"]])  # fmt: skip
-    result = run(load_spec(spec_path), tmp_path / "runs", run_id="first")
-    assert result.status == "promoted"
+    with pytest.raises(InputError, match=r"cache\.uri: cannot reach the S3 endpoint"):
+        run(load_spec(spec_path), tmp_path / "runs", run_id="first")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_cache_that_fails_during_the_run_does_not_fail_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
+) -> None:
+    """Reachable at the preflight, then every connection to it reset: a cache is a shortcut,
+    and a run goes on without it."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy(s3_endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        spec_path = tabular_spec(tmp_path, cache={"uri": "s3://models/flaky-cache"},
+                                 registry=str(tmp_path / "registry"),
+                                 candidates=[["quantization.dynamic_int8"]])  # fmt: skip
+        # the preflight's probe (a PUT and a DELETE) goes through; nothing after it does
+        proxy.plan = lambda method, path, i: "pass" if i < 2 else "reset"
+        result = run(load_spec(spec_path), tmp_path / "runs", run_id="first")
+    assert result.status == "promoted" and proxy.fates("reset")
     record = read_json(result.run_dir / "baseline" / "cache.json")["model"]
     assert record["hit"] is False and record["stored"] is False
 

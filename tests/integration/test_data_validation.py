@@ -151,8 +151,12 @@ def test_drift_against_a_reference_profile(
     np.savez(tmp_path / "shifted.npz", x=x, label=rng.integers(0, 10, 300))
     demo_spec.update(data={"path": "shifted.npz"}, model={"builtin": "tabular_mlp"})
     demo_spec["validation"] |= {"ranges": {"*": [0, 16]}, "max_class_ratio": None}
-    (line,) = failures(load_spec(write_spec(demo_spec)), tmp_path / "shifted")
-    assert line.startswith("drift:") or "features differ" in line
+    lines = failures(load_spec(write_spec(demo_spec)), tmp_path / "shifted")
+    drift = [line for line in lines if line.startswith("drift:") or "features differ" in line]
+    # (300 rows are also too few for the demo's agreement goal at its confidence)
+    assert len(drift) == 1 and all(
+        line in drift or line.startswith("test_rows_for_goals:") for line in lines
+    ), lines
 
 
 def test_structural_errors_at_load(
@@ -162,7 +166,7 @@ def test_structural_errors_at_load(
     demo_spec["data"] = {"path": "data.csv"}
     with pytest.raises(
         DataError,
-        match=r"label column 'label' \(data.label\) not found; columns are \['a', 'b', 'target'\]",
+        match=r"label column 'label' \(data.label\) not found; the 3 columns are 'a', 'b', 'target'",
     ):
         load_frame(load_spec(write_spec(demo_spec)))
     demo_spec["data"] = {"path": "nowhere.csv"}

@@ -290,17 +290,26 @@ def test_schema_and_optimizers_commands(tmp_path: Path) -> None:
     assert "quantization.dynamic_int8" in listing.stdout and "onnx" in listing.stdout
 
 
-def test_a_tiny_evaluation_split_is_inconclusive_and_promotes_nothing(
+def test_a_tiny_test_split_is_refused_and_a_small_one_is_inconclusive(
     promoted: RunLayout, work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = work / "registry"
     before = sorted(p.relative_to(registry) for p in registry.rglob("*"))
-    # 36 test examples: even all correct, 95% confidence cannot put accuracy above 0.97
+    # 36 test examples: even all correct, 95% confidence cannot put accuracy above 0.97, so the
+    # run is refused before anything is built, saying how many rows it would need
     spec = onnx_spec(work, promoted, "tiny", split={"test": 0.02, "calibration": 0.1, "seed": 0},
                      goals={"accuracy": {"min": 0.97}})  # fmt: skip
     code = main(["run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "tiny"])
+    assert code == 2
+    assert "cannot pass on 36 test rows even with every example right; it needs at least 99" in (
+        capsys.readouterr().err
+    )
+    # 108: enough if nearly all are right, but the candidates' few mistakes keep the bound low
+    spec = onnx_spec(work, promoted, "small", split={"test": 0.06, "calibration": 0.1, "seed": 0},
+                     goals={"accuracy": {"min": 0.97}})  # fmt: skip
+    code = main(["run", str(spec), "--runs-dir", str(work / "runs"), "--run-id", "small"])
     assert code == 3
-    verdict = read_json(RunLayout(work / "runs" / "tiny").verdict)
+    verdict = read_json(RunLayout(work / "runs" / "small").verdict)
     for cand in verdict["candidates"]:
         (goal,) = cand["goals"]
         assert goal["outcome"] == "inconclusive" and goal["value"] >= 0.97 and goal["bound"] < 0.97

@@ -81,6 +81,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from components.preflight import preflight
 
     spec = _load(args)
+    missing = spec.missing_files()
+    if missing:
+        raise InputError("\n".join(missing))
     preflight(spec, Path("runs"))
     search = ""
     if spec.search is not None:

@@ -73,7 +73,10 @@ def load_state_dict(path: Path) -> Any:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
+            raise ModelError(f"model.weights: {path} is not a PyTorch state_dict file (saved "
+                             "with torch.save); safetensors and other formats are not read") from None  # fmt: skip
         raise ModelError(
             f"model.weights: {path} holds pickled Python objects, not only tensors; slimgate "
             "loads weights without running pickled code: save them with "

@@ -72,9 +72,11 @@ def probe_store(store: ObjectStore) -> list[str]:
         try:
             if not store.create(key, b"probe"):
                 return [f"{store.describe()}: a create-only probe write was refused"]
+        except Exception as exc:  # (botocore raises more kinds than the store maps)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return [first if isinstance(exc, SlimgateError) else f"{store.describe()}: {first}"]
+        with contextlib.suppress(Exception):  # a write-once bucket may deny deletes: fine
             store.delete(key)
-        except SlimgateError as exc:
-            return [str(exc).strip().splitlines()[0]]
         return []
     return []
 

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from components.errors import EXIT_OK, EXIT_REJECTED, InputError, Rejected, SlimgateError
 from components.layout import RunLayout, read_json, write_json
-from components.pipeline import STEPS, Failure, Step, run_step
+from components.pipeline import STEPS, Step, run_step
 from components.records import Promotion, StepRecord
-from components.runstate import mark_abandoned, resumable, write_state
+from components.runstate import inputs_fingerprint, mark_abandoned, resumable, write_state
 from components.spec import Spec
 
 __all__ = ["RunResult", "StepEvent", "new_run_id", "run"]
@@ -36,9 +36,9 @@ def _finished(s: Step, run: RunLayout, item: str | None) -> StepRecord | None:
     if not path.is_file():
         return None
     record = StepRecord.read(path)
-    return record if record.status in ("done", "skipped") or (
-        record.status == "failed" and s.on_failure is Failure.CONTINUE
-    ) else None  # fmt: skip
+    # a failure (a candidate's too: it may have been transient) runs again, and so does the
+    # champion step: production may have moved since
+    return record if record.status in ("done", "skipped") and s.name != "champion" else None
 
 
 def _log_to(path: Path) -> Callable[[], None]:
@@ -51,11 +51,22 @@ def _log_to(path: Path) -> Callable[[], None]:
         handler.setLevel(before)
     file = logging.FileHandler(path)
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(file)
+    added: list[tuple[logging.Logger, logging.Handler]] = [(root, file)]
+    if not root.handlers:  # what logging's last resort did: warnings still reach stderr
+        terminal = logging.StreamHandler()
+        terminal.setLevel(logging.WARNING)
+        added.append((root, terminal))
+    for name in ("components", "optimizers"):  # ours, when they feed only the spinner
+        ours = logging.getLogger(name)
+        if not ours.propagate:
+            added.append((ours, file))
+    for logger, handler in added:
+        logger.addHandler(handler)
     root.setLevel(min(before, logging.INFO))
 
     def detach() -> None:
-        root.removeHandler(file)
+        for logger, handler in added:
+            logger.removeHandler(handler)
         file.close()
         root.setLevel(before)
         for handler in pinned:
@@ -78,11 +89,20 @@ def _open_run(spec: Spec, runs_root: Path, run_id: str | None, resume: bool) -> 
         if run_id is None:
             raise InputError("--resume needs the id of the run to continue")
         run_dir = runs_root / run_id
-        resumable(run_dir)
+        record = resumable(run_dir)
         _same_spec(spec, RunLayout(run_dir))
+        changed = sorted(
+            k
+            for k, v in inputs_fingerprint(spec.input_files()).items()
+            if (record.get("inputs") or {}).get(k) != v
+        ) + sorted(set(record.get("inputs") or {}) - set(inputs_fingerprint(spec.input_files())))
+        if changed:
+            raise InputError(f"--resume: {changed[0]} changed since run {run_id} started "
+                             f"({len(changed)} input file(s)); start a new run")  # fmt: skip
         return run_dir
     run_dir = runs_root / (run_id or new_run_id())
     run_dir.mkdir(parents=True, exist_ok=False)
+    write_state(run_dir, "running", inputs=inputs_fingerprint(spec.input_files()))
     return run_dir
 
 

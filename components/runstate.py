@@ -9,6 +9,7 @@ steps it finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -19,7 +20,14 @@ from typing import Any, Literal
 from components.errors import InputError
 from components.layout import write_json
 
-__all__ = ["State", "mark_abandoned", "read_state", "resumable", "write_state"]
+__all__ = [
+    "State",
+    "inputs_fingerprint",
+    "mark_abandoned",
+    "read_state",
+    "resumable",
+    "write_state",
+]
 
 State = Literal["running", "promoted", "rejected", "failed", "abandoned"]
 
@@ -27,9 +35,31 @@ FILE = "state.json"
 
 
 def write_state(run_dir: Path, state: State, **fields: Any) -> None:
-    record = {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-              "time": datetime.now(UTC).isoformat(), **fields}  # fmt: skip
+    previous = read_state(run_dir) or {}
+    record = {**{k: v for k, v in previous.items() if k == "inputs"}, "state": state,
+              "pid": os.getpid(), "started_ticks": _start_ticks(os.getpid()),
+              "host": socket.gethostname(), "time": datetime.now(UTC).isoformat(), **fields}  # fmt: skip
     write_json(run_dir / FILE, record)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): a reused pid has another."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def inputs_fingerprint(files: list[Path]) -> dict[str, str]:
+    """Size and modification time of each input file (folders: of every file in them)."""
+    out = {}
+    for path in files:
+        found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in found:
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                out[str(f)] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out
 
 
 def read_state(run_dir: Path) -> dict[str, Any] | None:
@@ -46,15 +76,23 @@ def _gone(record: dict[str, Any]) -> bool:
         return False
     try:
         pid = int(record["pid"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    if pid == os.getpid():
+        return True  # (a container's pid 1, restarted: that is us now)
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except (PermissionError, KeyError, ValueError, TypeError):
+    except PermissionError:
         return False
+    ticks = record.get("started_ticks")
+    reused = ticks is not None and _start_ticks(pid) not in (None, ticks)
     try:  # a killed process its parent has not reaped yet is gone too
-        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+        zombie = "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return False
+        zombie = False
+    return reused or zombie
 
 
 def mark_abandoned(runs_root: Path) -> list[Path]:
@@ -63,6 +101,9 @@ def mark_abandoned(runs_root: Path) -> list[Path]:
     for state_file in sorted(runs_root.glob(f"*/{FILE}")):
         record = read_state(state_file.parent)
         if record is not None and record.get("state") == "running" and _gone(record):
+            record = read_state(state_file.parent)  # it may have finished meanwhile
+            if record is None or record.get("state") != "running":
+                continue
             write_json(state_file, {**record, "state": "abandoned",
                                     "abandoned_found": datetime.now(UTC).isoformat()})  # fmt: skip
             marked.append(state_file.parent)
@@ -81,5 +122,6 @@ def resumable(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"--resume: run {run_dir.name} finished ({state}); nothing to continue")
     if state == "running" and not _gone(record):
         raise InputError(f"--resume: run {run_dir.name} is still running (pid {record.get('pid')} "
-                         f"on {record.get('host')})")  # fmt: skip
+                         f"on {record.get('host')}); if that host is gone, set its state.json's "
+                         "state to abandoned")  # fmt: skip
     return record

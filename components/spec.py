@@ -827,6 +827,19 @@ class Spec(StrictModel):
         ] + [f"{field}: folder not found: {self.resolve(p)}"
              for field, p in folders if not self.resolve(p).is_dir()]  # fmt: skip
 
+    def input_files(self) -> list[Path]:
+        """The files and folders the spec reads: data, model, weights, tokenizer."""
+        named: list[str] = []
+        if isinstance(self.data, FileData):
+            named += [self.data.path, *([self.data.tokenizer] if self.data.tokenizer else [])]
+        if isinstance(self.model, OnnxModel):
+            named.append(self.model.onnx)
+        if isinstance(self.model, FactoryModel) and self.model.weights:
+            named.append(self.model.weights)
+        if isinstance(self.model, HuggingFaceModel):
+            named.append(self.model.huggingface)
+        return [self.resolve(p) for p in named]
+
     def registry_uri(self) -> str:
         """The registry as a URI; a relative path is made absolute against the spec's folder."""
         if self.registry.startswith("s3://"):

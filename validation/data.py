@@ -294,9 +294,16 @@ def verdict_checks(
         ))  # fmt: skip
     elif task == "regression":
         values = y.astype(np.float64)
+        if not np.isfinite(values).all():
+            out.append(CheckResult(
+                "target_finite", False,
+                f"{int((~np.isfinite(values)).sum())} target values are missing, infinite or "
+                "beyond float32's range (|y| > 3.4e38)", "slimgate",
+            ))  # fmt: skip
+            return out
         spread = float(values.std()) if values.size else 0.0
-        scale = max(1.0, float(np.abs(values).mean())) if values.size else 1.0
-        varies = values.size > 1 and spread > 1e-6 * scale
+        scale = float(np.abs(values).mean()) if values.size else 0.0
+        varies = values.size > 1 and spread > 1e-6 * scale and spread > 0
         out.append(CheckResult(
             "target_varies", varies,
             f"the target is constant or nearly so (std {spread:.3g} around "

@@ -273,3 +273,18 @@ def test_a_killed_run_is_marked_abandoned_and_resumed(tmp_path: Path) -> None:
     refused = subprocess.run([*cmd, "--resume", "killed"], cwd=tmp_path, capture_output=True,
                              text=True, timeout=300, check=False)  # fmt: skip
     assert refused.returncode == 2 and "finished (promoted); nothing to continue" in refused.stderr
+
+
+def test_resume_refuses_a_run_whose_input_files_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = write_quick_spec(tmp_path, **csv(tmp_path, cancer().assign(target=1)))
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert main(["run", str(spec), *runs, "--run-id", "one-class"]) == 2
+    state = json.loads((tmp_path / "runs" / "one-class" / "state.json").read_text())
+    assert state["state"] == "failed" and str(tmp_path / "data.csv") in state["inputs"]
+    capsys.readouterr()
+    cancer().to_csv(tmp_path / "data.csv", index=False)  # fixed, at the same path
+    assert main(["run", str(spec), *runs, "--resume", "one-class"]) == 2
+    assert "data.csv changed since run one-class started" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from components.errors import DataError
+from components.errors import DataError, first_line
 from components.spec import BuiltinData, FileData, Spec, Split
 from optimizers.tensors import Features, take
 
@@ -136,7 +136,7 @@ def _file_frame(path: Path, source: FileData, *, labelled: bool = True) -> pd.Da
             # index_col=False: a row with more fields than the header is an error, not an index
             frame = pd.read_csv(path, index_col=False) if fmt == "csv" else pd.read_parquet(path)
     except (OSError, ValueError, ImportError) as exc:  # (pandas' ParserError is a ValueError)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"data.path: cannot read {path} as {fmt}: {first}") from None
     if not frame.index.equals(pd.RangeIndex(len(frame))):
         frame = frame.reset_index(drop=True)

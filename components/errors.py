@@ -27,6 +27,7 @@ __all__ = [
     "Rejected",
     "SlimgateError",
     "SpecError",
+    "first_line",
 ]
 
 EXIT_OK = 0
@@ -83,3 +84,9 @@ class Rejected(PromotionRefused):
 
 class AliasRefused(PromotionRefused):
     """The alias policy refused a move: the version was published and kept, production did not move."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (a library's often runs on for many), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from components.errors import ModelError
+from components.errors import ModelError, first_line
 from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, Spec
 from optimizers import torch_utils
 from optimizers.tensors import Features
@@ -60,7 +60,7 @@ def load_factory(source: FactoryModel, spec: Spec) -> tuple[torch.nn.Module, boo
     try:
         model.load_state_dict(state)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"model.weights: {path} does not fit {source.factory}: {first}") from exc
     return model, True
 
@@ -83,7 +83,7 @@ def load_state_dict(path: Path) -> Any:
             "torch.save(model.state_dict(), PATH)"
         ) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"model.weights: cannot read {path} as PyTorch weights: {first}") from None
 
 

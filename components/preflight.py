@@ -19,7 +19,7 @@ import os
 import uuid
 from pathlib import Path
 
-from components.errors import InputError, SlimgateError
+from components.errors import InputError, SlimgateError, first_line
 from components.spec import FactoryModel, OnnxModel, Spec
 from components.stores import FileStore, ObjectStore, S3Store, open_store
 
@@ -31,7 +31,8 @@ class PreflightError(InputError):
 
 
 def preflight(spec: Spec, runs_dir: Path) -> None:
-    """Raise ``PreflightError`` naming every input the run could not use."""
+    """Raise ``PreflightError`` naming every input the run could not use (after
+    ``spec.missing_files()`` found every named file present)."""
     problems = _model(spec)
     problems += [f"registry: {p}" for p in probe_store(open_store(spec.registry_uri()))]
     cache = spec.cache_uri(runs_dir / "run")
@@ -45,20 +46,14 @@ def _model(spec: Spec) -> list[str]:
     from components.models import load_state_dict
     from optimizers.onnx_utils import session
 
-    source = spec.model
+    source = spec.model  # (that the files exist, spec.missing_files() has said already)
     try:
         if isinstance(source, OnnxModel):
-            path = spec.resolve(source.onnx)
-            if not path.is_file():
-                return [f"model.onnx: file not found: {path}"]
-            session(path, 1)
+            session(spec.resolve(source.onnx), 1)
         elif isinstance(source, FactoryModel) and source.weights:
-            path = spec.resolve(source.weights)
-            if not path.is_file():
-                return [f"model.weights: file not found: {path}"]
-            load_state_dict(path)
+            load_state_dict(spec.resolve(source.weights))
     except SlimgateError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         return [first if first.startswith("model.") else f"model.onnx: {first}"]
     return []
 
@@ -73,7 +68,7 @@ def probe_store(store: ObjectStore) -> list[str]:
             if not store.create(key, b"probe"):
                 return [f"{store.describe()}: a create-only probe write was refused"]
         except Exception as exc:  # (botocore raises more kinds than the store maps)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             return [first if isinstance(exc, SlimgateError) else f"{store.describe()}: {first}"]
         with contextlib.suppress(Exception):  # a write-once bucket may deny deletes: fine
             store.delete(key)

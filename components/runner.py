@@ -91,11 +91,8 @@ def _open_run(spec: Spec, runs_root: Path, run_id: str | None, resume: bool) -> 
         run_dir = runs_root / run_id
         record = resumable(run_dir)
         _same_spec(spec, RunLayout(run_dir))
-        changed = sorted(
-            k
-            for k, v in inputs_fingerprint(spec.input_files()).items()
-            if (record.get("inputs") or {}).get(k) != v
-        ) + sorted(set(record.get("inputs") or {}) - set(inputs_fingerprint(spec.input_files())))
+        now, then = inputs_fingerprint(spec.input_files()), record.get("inputs") or {}
+        changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
         if changed:
             raise InputError(f"--resume: {changed[0]} changed since run {run_id} started "
                              f"({len(changed)} input file(s)); start a new run")  # fmt: skip

@@ -806,39 +806,36 @@ class Spec(StrictModel):
         """The model output that is scored (None: the first)."""
         return getattr(self.model, "output", None)
 
+    def _inputs(self) -> list[tuple[str, str, bool]]:
+        """(field, path, is a folder) for every file or folder the spec reads."""
+        out = []
+        if isinstance(self.data, FileData):
+            out.append(("data.path", self.data.path, False))
+            if self.data.tokenizer:
+                out.append(("data.tokenizer", self.data.tokenizer, True))
+        if isinstance(self.model, OnnxModel):
+            out.append(("model.onnx", self.model.onnx, False))
+        if isinstance(self.model, FactoryModel) and self.model.weights:
+            out.append(("model.weights", self.model.weights, False))
+        if isinstance(self.model, HuggingFaceModel):
+            out.append(("model.huggingface", self.model.huggingface, True))
+        return out
+
     def missing_files(self) -> list[str]:
         """Files the spec names that do not exist, as ``field: path`` lines."""
-        named = []
-        if isinstance(self.data, FileData):
-            named.append(("data.path", self.data.path))
-        if isinstance(self.model, OnnxModel):
-            named.append(("model.onnx", self.model.onnx))
-        if isinstance(self.model, FactoryModel) and self.model.weights:
-            named.append(("model.weights", self.model.weights))
-        folders = [("model.huggingface", self.model.huggingface)] if isinstance(
-            self.model, HuggingFaceModel) else []  # fmt: skip
-        if isinstance(self.data, FileData) and self.data.tokenizer:
-            folders.append(("data.tokenizer", self.data.tokenizer))
-        return [
-            f"{field}: file not found: {self.resolve(p)}"
-            for field, p in named
+        out = []
+        for field, p, folder in self._inputs():
+            path = self.resolve(p)
+            if folder and not path.is_dir():
+                out.append(f"{field}: folder not found: {path}")
             # data.path may be a folder of npz files
-            if not (self.resolve(p).exists() if field == "data.path" else self.resolve(p).is_file())
-        ] + [f"{field}: folder not found: {self.resolve(p)}"
-             for field, p in folders if not self.resolve(p).is_dir()]  # fmt: skip
+            elif not folder and not (path.exists() if field == "data.path" else path.is_file()):
+                out.append(f"{field}: file not found: {path}")
+        return out
 
     def input_files(self) -> list[Path]:
         """The files and folders the spec reads: data, model, weights, tokenizer."""
-        named: list[str] = []
-        if isinstance(self.data, FileData):
-            named += [self.data.path, *([self.data.tokenizer] if self.data.tokenizer else [])]
-        if isinstance(self.model, OnnxModel):
-            named.append(self.model.onnx)
-        if isinstance(self.model, FactoryModel) and self.model.weights:
-            named.append(self.model.weights)
-        if isinstance(self.model, HuggingFaceModel):
-            named.append(self.model.huggingface)
-        return [self.resolve(p) for p in named]
+        return [self.resolve(p) for _, p, _ in self._inputs()]
 
     def registry_uri(self) -> str:
         """The registry as a URI; a relative path is made absolute against the spec's folder."""

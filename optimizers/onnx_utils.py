@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from components.errors import ModelError
+from components.errors import ModelError, first_line
 from optimizers.tensors import Inputs, feeds, n_rows, take
 
 __all__ = ["infer", "onnx_stats", "session"]
@@ -42,7 +42,7 @@ def session(path: Path, threads: int) -> Any:
         if "INVALID_PROTOBUF" in str(exc) or "Protobuf parsing failed" in str(exc):
             raise ModelError(f"{path}: not an ONNX model (its bytes do not parse as an ONNX "
                              "protobuf)") from None  # fmt: skip
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first}") from exc
 
 

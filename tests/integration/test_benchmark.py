@@ -179,7 +179,7 @@ def test_measurements_started_together_take_turns(models: dict[str, Path], tmp_p
         assert before["released"] <= after["acquired"], holds  # never two at once
     for out in outs:
         load = read_json(out)["batches"]["1"]["load"]
-        assert load["competing_cores"] is not None and load["wall_s"] > 0.3
+        assert load["competing_cores"] is not None and load["wall_s"] > 0
 
 
 def test_a_measurement_under_competing_load_is_flagged(

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LOCK   := infra/requirements/main.txt
 
-.PHONY: install demo test lint fmt bench image kfp lock upgrade clean
+.PHONY: install demo test lint fmt bench image kfp lock upgrade clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ fmt: $(STAMP)
 
 test: lint $(K8S_STAMP)
 	$(BIN)/pytest
+
+# Mutation testing of validation/, the gate, promote and the registry protocol: about 15 min
+# on 2 cores, outside `make test`. Resumable; `$(BIN)/python infra/mutate.py --report` re-prints.
+mutate: $(STAMP)
+	$(BIN)/python infra/mutate.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

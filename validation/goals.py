@@ -274,8 +274,9 @@ class SizeGoal(Goal):
         )
         outcome = Outcome.FAIL if failed else Outcome.PASS
         sign = ">" if failed else "<="
+        unit = " MB" if metric == "size_mb" else ""
         return GoalResult(
-            self.name, metric, "<=", limit, value, outcome, f"{text} {sign} {limit:g}"
+            self.name, metric, "<=", limit, value, outcome, f"{text} {sign} {limit:g}{unit}"
         )
 
 
@@ -311,7 +312,7 @@ class AccuracyGoal(Goal):
             results.append(self._check_drop(candidate, baseline, self.max_drop))
         if self.max_relative_drop is not None:
             base = baseline.correct
-            if base is None or base.size == 0 or base.mean() == 0:
+            if base is None or base.size == 0:
                 results.append(
                     self._missing(
                         "accuracy_drop", "<=", self.max_relative_drop, "baseline accuracy"
@@ -365,7 +366,8 @@ class AccuracyGoal(Goal):
                 "candidate and baseline were evaluated on different examples",
             )  # fmt: skip
         n = int(cand.size)
-        value = float(base.mean() - cand.mean())
+        # from counts, so that one example lost in 100 is a drop of exactly 0.01
+        value = (int(base.sum()) - int(cand.sum())) / n
         bound = (
             None if self.confidence is None else paired_bootstrap_upper(base, cand, self.confidence)
         )
@@ -413,6 +415,10 @@ class AgreementGoal(Goal):
             reason += f", lower bound {bound:.4f}"
         reason += {Outcome.PASS: " >= ", Outcome.FAIL: " < "}.get(outcome, ", bound below ")
         reason += f"{self.min:g}"
+        if outcome is Outcome.INCONCLUSIVE and bound is not None:
+            need = examples_needed(n, value, bound, self.min)
+            if need:
+                reason += f"; about {need} examples would decide it"
         return GoalResult(
             self.name, "agreement", ">=", self.min, value, outcome, reason, bound, self.confidence
         )
@@ -443,7 +449,7 @@ class PerClassGoal(Goal):
         per_class = []
         for cls in np.unique(candidate.labels):
             mask = candidate.labels == cls
-            drop = float(base[mask].mean() - cand[mask].mean())
+            drop = (int(base[mask].sum()) - int(cand[mask].sum())) / int(mask.sum())
             bound = (
                 None
                 if self.confidence is None

@@ -172,9 +172,11 @@ class FileStore(ObjectStore):
         return removed
 
     def keys(self, prefix: str) -> list[str]:
-        base = self._path(prefix) if prefix else self.root
-        start = base if base.is_dir() else base.parent
-        if not start.is_dir():
+        # a prefix is a string, not a folder: "m" also matches "m2/...", as on S3
+        start = self._path(prefix) if prefix.endswith("/") else self._path(prefix).parent
+        if not prefix:
+            start = self.root
+        if not start.is_dir() or not start.is_relative_to(self.root.resolve()):
             return []
         out = []
         root = self.root.resolve()  # _path resolved symlinks in the root too

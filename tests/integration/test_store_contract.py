@@ -1,0 +1,107 @@
+"""The object-store contract the registry's protocol rests on, on the local file system and on a
+real S3 HTTP API (moto's server on loopback): create-only writes that recognise their own bytes,
+compare-and-swap on etags, listing by prefix, fetch, delete. Both stores answer alike."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from components.stores import FileStore, KeyMissing, ObjectStore, S3Store, open_store
+
+
+@pytest.fixture(params=["file", "s3", "s3-no-prefix"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "file":
+        yield FileStore(tmp_path / "store")
+        return
+    request.getfixturevalue("s3_endpoint")
+    prefix = "" if request.param == "s3-no-prefix" else f"team/{tmp_path.name}"
+    found = open_store(f"s3://models/{prefix}")
+    assert isinstance(found, S3Store)
+    yield found
+    for key in found.keys(""):
+        found.delete(key)
+
+
+def test_create_writes_once_and_recognises_its_own_bytes(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    assert store.read("m/versions/1/claim.json") is None
+    assert store.create("m/versions/1/claim.json", b"mine") is True
+    found = store.read("m/versions/1/claim.json")
+    assert found is not None and found[0] == b"mine" and found[1]
+    assert store.create("m/versions/1/claim.json", b"theirs") is False
+    assert store.create("m/versions/1/claim.json", b"mine") is True  # a retried write
+    assert store.read("m/versions/1/claim.json") == found
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"weights")
+    assert store.create("m/versions/1/model.onnx", source) is True
+    assert store.create("m/versions/1/model.onnx", source) is True
+    source.write_bytes(b"other weights")
+    assert store.create("m/versions/1/model.onnx", source) is False
+    assert store.digest("m/versions/1/model.onnx") == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_swap_replaces_only_the_version_it_read(store: ObjectStore) -> None:
+    assert store.swap("m/aliases/production.json", b"v1", None) is True
+    assert store.swap("m/aliases/production.json", b"v1 again", None) is False
+    first = store.read("m/aliases/production.json")
+    assert first is not None and first[0] == b"v1"
+    assert store.swap("m/aliases/production.json", b"v2", first[1]) is True
+    second = store.read("m/aliases/production.json")
+    assert second is not None and second[0] == b"v2" and second[1] != first[1]
+    assert store.swap("m/aliases/production.json", b"v3", first[1]) is False  # a stale etag
+    assert store.read("m/aliases/production.json") == second
+
+
+def test_keys_list_by_prefix_and_delete_and_fetch(store: ObjectStore, tmp_path: Path) -> None:
+    for key in ("a/versions/1/card.json", "a/versions/2/card.json", "ab/x.json", "b/y.json"):
+        assert store.create(key, key.encode())
+    assert store.keys("a/") == ["a/versions/1/card.json", "a/versions/2/card.json"]
+    assert store.keys("a") == ["a/versions/1/card.json", "a/versions/2/card.json", "ab/x.json"]
+    assert store.keys("") == [
+        "a/versions/1/card.json", "a/versions/2/card.json", "ab/x.json", "b/y.json",
+    ]  # fmt: skip
+    assert store.keys("a/versions/2/") == ["a/versions/2/card.json"]
+    assert store.keys("c/") == []
+    dest = tmp_path / "fetched"
+    store.fetch("b/y.json", dest)
+    assert dest.read_bytes() == b"b/y.json"
+    store.delete("b/y.json")
+    store.delete("b/y.json")  # deleting what is gone is not an error
+    assert store.read("b/y.json") is None
+    with pytest.raises(KeyMissing, match="b/y.json not found"):
+        store.fetch("b/y.json", dest)
+    with pytest.raises(KeyMissing, match="b/y.json not found"):
+        store.digest("b/y.json")
+
+
+def test_keys_that_leave_the_root_are_refused(store: ObjectStore) -> None:
+    from components.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="leaves the registry"):
+        store.read("../outside")
+
+
+def test_the_file_store_hides_and_sweeps_what_killed_writers_left(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    store.create("m/versions/1/card.json", b"card")
+    old = tmp_path / "store" / "m" / "versions" / "1" / ".incoming-old"
+    young = old.with_name(".incoming-young")
+    old.write_bytes(b"half")
+    young.write_bytes(b"half")
+    now = datetime.now(UTC)
+    hour_ago = (now - timedelta(hours=1, seconds=1)).timestamp()
+    os.utime(old, (hour_ago, hour_ago))
+    assert store.keys("m/") == ["m/versions/1/card.json"]
+    assert store.sweep(timedelta(hours=1), now) == [str(old)]
+    assert not old.exists() and young.exists()
+    assert FileStore(tmp_path / "nothing").sweep(timedelta(0), now) == []
+    assert FileStore(tmp_path / "nothing").keys("") == []
+    assert store.describe() == f"file://{tmp_path / 'store'}"

@@ -76,9 +76,9 @@ def test_keys_list_by_prefix_and_delete_and_fetch(store: ObjectStore, tmp_path: 
     store.delete("b/y.json")
     store.delete("b/y.json")  # deleting what is gone is not an error
     assert store.read("b/y.json") is None
-    with pytest.raises(KeyMissing, match="b/y.json not found"):
+    with pytest.raises(KeyMissing, match=r"b/y\.json not found"):
         store.fetch("b/y.json", dest)
-    with pytest.raises(KeyMissing, match="b/y.json not found"):
+    with pytest.raises(KeyMissing, match=r"b/y\.json not found"):
         store.digest("b/y.json")
 
 

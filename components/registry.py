@@ -640,7 +640,7 @@ class Registry:
             if target not in checked:
                 problems = self.problems(model, target)
                 if problems:
-                    others = [v for v in earlier if v != target]
+                    others = [v for v in earlier if v != target and not self.problems(model, v)]
                     hint = f"; roll back to an earlier one with --to ({others})" if others else ""
                     raise RegistryError(f"cannot roll back to {model} version {target}: it is "
                                         f"damaged ({'; '.join(problems)}){hint}")  # fmt: skip
@@ -686,8 +686,8 @@ class Registry:
                 if self.store.read(ours) is not None:
                     # our swap landed, its reply was lost, and another writer (who wrote our
                     # event before replacing our pointer) has moved the alias on since
-                    log.warning("%s@%s: version %d was aliased, then superseded by version %s",
-                                model, alias, mine.version, current and current.version)  # fmt: skip
+                    log.warning("%s@%s: version %d was aliased, then superseded",
+                                model, alias, mine.version)  # fmt: skip
                     return mine
             owed = current.event if current is not None else None
             if owed is not None and owed.get("key") not in ensured:  # if its writer was killed

@@ -176,7 +176,7 @@ class FileStore(ObjectStore):
         start = self._path(prefix) if prefix.endswith("/") else self._path(prefix).parent
         if not prefix:
             start = self.root
-        if not start.is_dir() or not start.is_relative_to(self.root.resolve()):
+        if not start.is_dir():
             return []
         out = []
         root = self.root.resolve()  # _path resolved symlinks in the root too
@@ -224,6 +224,8 @@ class S3Store(ObjectStore):
     Credentials and the endpoint come only from the standard AWS chain (environment,
     ``~/.aws``, instance roles; ``AWS_ENDPOINT_URL`` for MinIO): never from the spec.
     """
+
+    page_size = 1000  # keys per listing request (S3's own maximum)
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
         self.bucket = bucket
@@ -350,7 +352,7 @@ class S3Store(ObjectStore):
         def listing() -> list[str]:
             out = []
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=full
+                Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": self.page_size}
             )
             for page in pages:
                 out += [obj["Key"][strip:] for obj in page.get("Contents", [])]

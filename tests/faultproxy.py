@@ -8,7 +8,8 @@ Each request is numbered in arrival order; ``plan(method, path, n)`` decides its
 - ``"drop"``: forwarded (the server acts on it), but the client's connection is closed before
   any reply: the reply was lost;
 - ``"reset"``: the connection is reset (RST) before the request reaches the server;
-- a float: forwarded after that many seconds.
+- a float: forwarded after that many seconds;
+- ``(status, code)``: not forwarded; answered with that S3 error (``(503, "SlowDown")``).
 
 moto checks a conditional PUT's ``If-Match``/``If-None-Match`` and then writes, without a lock,
 on a threaded server; S3 itself decides and writes atomically. So the proxy forwards one
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-Plan = Callable[[str, str, int], "str | float"]
+Plan = Callable[[str, str, int], "str | float | tuple[int, str]"]
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
@@ -36,7 +37,7 @@ class FaultProxy:
         target = urlsplit(upstream)
         self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.plan: Plan = lambda method, path, n: "pass"
-        self.log: list[tuple[str, str, str | float]] = []  # (method, path, fate), in order
+        self.log: list[tuple[str, str, str | float | tuple[int, str]]] = []  # in order
         self._lock = threading.Lock()
         self._conditional = threading.Lock()  # moto's conditional PUTs are not atomic
         proxy = self
@@ -69,6 +70,17 @@ class FaultProxy:
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                     )
                     self.close_connection = True
+                    return
+                if isinstance(fate, tuple):
+                    status, code = fate
+                    error = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                             f"<Message>{code}</Message></Error>").encode()  # fmt: skip
+                    self.send_response_only(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(error)
                     return
                 if isinstance(fate, float):
                     threading.Event().wait(fate)

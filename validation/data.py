@@ -245,9 +245,16 @@ def _result(table: str, item: dict[str, Any], data: pd.DataFrame) -> CheckResult
                 ] or partial[:5]
         elif res.get("observed_value") is not None:
             detail += f"{sep}observed {res['observed_value']}"
-        exception = item.get("exception_info") or {}
-        if exception.get("raised_exception"):
-            detail += f"{sep}{exception.get('exception_message')}"
+        # great-expectations 1.x keys the exceptions by the metric that raised them
+        info = item.get("exception_info") or {}
+        raised = [info] if "raised_exception" in info else [
+            e for e in info.values() if isinstance(e, dict)
+        ]  # fmt: skip
+        messages = sorted(
+            {str(e.get("exception_message")) for e in raised if e.get("raised_exception")}
+        )
+        if messages:
+            detail += f"{sep}{'; '.join(messages)}"
     name = config["type"] + ("" if table == "rows" else f" ({table})")
     return CheckResult(name, bool(item["success"]), detail, "great_expectations", column, examples)
 
@@ -303,7 +310,7 @@ def verdict_checks(
             return out
         spread = float(values.std()) if values.size else 0.0
         scale = float(np.abs(values).mean()) if values.size else 0.0
-        varies = values.size > 1 and spread > 1e-6 * scale and spread > 0
+        varies = spread > 1e-6 * scale  # a single value, or all of them 0, has no spread
         out.append(CheckResult(
             "target_varies", varies,
             f"the target is constant or nearly so (std {spread:.3g} around "
@@ -418,6 +425,11 @@ def psi(reference: dict[str, Any], x: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _per_row(a: np.ndarray) -> np.ndarray:
+    """One row per example (also for no examples, where reshape cannot infer a width)."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
+
+
 def tensor_checks(
     inputs: dict[str, np.ndarray],
     labels: np.ndarray,
@@ -446,7 +458,7 @@ def tensor_checks(
         if not numeric:
             continue
         if a.dtype.kind == "f":
-            bad = ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+            bad = ~np.isfinite(_per_row(a)).all(axis=1)
             results.append(CheckResult(
                 "finite_values", not bad.any(),
                 f"{int(bad.sum())} of {n} rows hold NaN or +-inf" if bad.any() else "no NaN or inf",
@@ -455,7 +467,7 @@ def tensor_checks(
         bounds = ranges.get(name, ranges.get("*"))
         if bounds is not None:
             low, high = bounds
-            flat = a.reshape(n, -1)
+            flat = _per_row(a)
             with np.errstate(invalid="ignore"):
                 out = ((flat < low) | (flat > high)).any(axis=1)
             seen = (f"values in [{np.nanmin(flat):.6g}, {np.nanmax(flat):.6g}]"
@@ -479,9 +491,7 @@ def tensor_checks(
             else "every label is known", "slimgate", "label",
         ))  # fmt: skip
     if duplicates:
-        rows = np.concatenate(
-            [a.reshape(n, -1).astype(np.float64) for a in inputs.values()], axis=1
-        )
+        rows = np.concatenate([_per_row(a).astype(np.float64) for a in inputs.values()], axis=1)
         _, first, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
         dup = int((counts - 1).sum())
         results.append(CheckResult(

@@ -209,3 +209,55 @@ def test_bad_data_stops_the_cli_run_before_training(
     (run,) = (tmp_path / "runs").iterdir()
     assert not (run / "baseline").exists()
     assert json.loads((run / "report.json").read_text())["error"]
+
+
+# --- the suite on small tables, directly ---------------------------------------------------
+
+
+def suite_lines(frame: Any, **kw: Any) -> list[str]:
+    from validation.data import run_suite
+
+    args: dict[str, Any] = {"ranges": {}, "labels": None, "min_rows": 1, "duplicates": False,
+                            "user": [], "docs_dir": None}  # fmt: skip
+    args.update(kw)
+    return [r.line() for r in run_suite(frame, "y", **args).failures()]
+
+
+def test_a_star_range_covers_only_the_columns_without_their_own() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [0.0, 5.0, 1.0], "b": [0.5, 0.2, 0.9], "y": [0, 1, 0]})
+    assert suite_lines(frame, ranges={"a": (0.0, 10.0), "*": (0.0, 1.0)}) == []
+    assert suite_lines(frame, ranges={"a": (0.0, 10.0), "b": (0.0, 1.0), "*": (0.0, 0.1)}) == []
+    (line,) = suite_lines(frame, ranges={"*": (0.0, 1.0)})
+    assert line.startswith(
+        "expect_column_values_to_be_between (values): min_value=0.0, max_value=1.0"
+    )
+    assert "row 1 column a: 5.0" in line
+
+
+def test_examples_name_the_row_and_column_of_a_missing_value() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0, None], "y": [0, 1, 0, 1]})
+    (line,) = suite_lines(frame)
+    assert line == (
+        "expect_column_values_to_not_be_null (values): 1 of 8 values fail (e.g. row 3 column b: nan)"
+    )
+
+
+def test_an_expectation_that_raises_says_why_and_data_docs_can_be_rebuilt(tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [0.0, 1.0], "y": [0, 1]})
+    user = [("expect_column_mean_to_be_between", {"column": "missing", "min_value": 0})]
+    (line,) = suite_lines(frame, user=user)
+    assert line == ("expect_column_mean_to_be_between column 'missing': min_value=0.0: Error: "
+                    'The column "missing" in BatchData does not exist.')  # fmt: skip
+    from validation.data import run_suite
+
+    for _ in range(2):  # a second run into the same folder (a resumed run) rebuilds the docs
+        report = run_suite(frame, "y", ranges={}, labels=None, min_rows=1, duplicates=False,
+                           user=[], docs_dir=tmp_path / "docs")  # fmt: skip
+        assert report.docs == tmp_path / "docs" / "index.html" and report.docs.is_file()
+        assert report.to_dict()["data_docs"] == str(tmp_path / "docs" / "index.html")

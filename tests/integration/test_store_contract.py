@@ -105,3 +105,67 @@ def test_the_file_store_hides_and_sweeps_what_killed_writers_left(tmp_path: Path
     assert FileStore(tmp_path / "nothing").sweep(timedelta(0), now) == []
     assert FileStore(tmp_path / "nothing").keys("") == []
     assert store.describe() == f"file://{tmp_path / 'store'}"
+
+
+# --- what S3 answers when it is not well --------------------------------------------------
+
+
+def through(proxy_endpoint: str) -> S3Store:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=proxy_endpoint,
+                          config=Config(retries={"max_attempts": 1, "mode": "standard"}))  # fmt: skip
+    return S3Store("models", "faults", client=client)
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "InternalError"), (503, "SlowDown"),
+                                              (400, "Throttling")])  # fmt: skip
+def test_server_errors_and_throttling_are_one_line_errors(
+    s3_endpoint: str, status: int, code: str
+) -> None:
+    from faultproxy import FaultProxy
+
+    from components.errors import RegistryError
+
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.plan = lambda method, path, n: (status, code)
+        with pytest.raises(
+            RegistryError, match=f"answered {code} .* while reading s3://models/faults"
+        ):
+            through(proxy.endpoint).read("m/card.json")
+
+
+def test_other_client_errors_are_not_taken_for_an_outage(s3_endpoint: str) -> None:
+    from botocore.exceptions import ClientError
+    from faultproxy import FaultProxy
+
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.plan = lambda method, path, n: (400, "InvalidArgument")
+        with pytest.raises(ClientError, match="InvalidArgument"):
+            through(proxy.endpoint).read("m/card.json")
+
+
+def test_a_conditional_write_in_conflict_is_tried_again(s3_endpoint: str) -> None:
+    from faultproxy import FaultProxy
+
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.plan = lambda method, path, n: (
+            (409, "ConditionalRequestConflict") if n < 2 else "pass"
+        )
+        store = through(proxy.endpoint)
+        assert store.create("m/claim.json", b"mine") is True
+        assert [f for _, _, f in proxy.log[:2]] == [(409, "ConditionalRequestConflict")] * 2
+        assert store.read("m/claim.json") is not None
+        proxy.plan = lambda method, path, n: (409, "ConditionalRequestConflict")
+        assert store.swap("m/other.json", b"x", None) is False  # conflict to the end: not written
+
+
+def test_listing_reads_every_page(s3_endpoint: str) -> None:
+    store = open_store("s3://models/paged")
+    assert isinstance(store, S3Store)
+    store.page_size = 2
+    keys = [f"m/versions/{i}/card.json" for i in range(5)]
+    for key in keys:
+        store.create(key, b"{}")
+    assert store.keys("m/") == sorted(keys)

@@ -282,3 +282,64 @@ def test_a_profile_and_its_population_stability_index() -> None:
     assert one_bin["a"] == pytest.approx(expected, rel=0.02)
     constant = feature_profile(np.ones((50, 1)), ("c",))
     assert constant["edges"] == [[1.0]] and constant["shares"] == [[0.0, 1.0]]
+
+
+# --- edges --------------------------------------------------------------------------------
+
+
+def test_a_report_names_its_data_docs() -> None:
+    from pathlib import Path
+
+    report = DataReport([], docs=Path("run/data/docs/index.html"))
+    assert report.to_dict()["data_docs"] == "run/data/docs/index.html"
+
+
+def test_values_in_details_are_short() -> None:
+    from validation.data import _short
+
+    assert _short(list(range(6))) == "[0, 1, 2, 3, 4, 5]"
+    assert _short(list(range(7))) == "[0, 1, 2, 3, ... 7 values]"
+    assert _short("text") == "'text'"
+    assert _short(3) == "3"
+
+
+def test_an_empty_regression_target_does_not_vary() -> None:
+    (check,) = verdict_checks(np.array([], dtype=float), (), "regression", 3)
+    assert not check.success
+    assert check.detail.startswith("the target is constant or nearly so (std 0 around 0);")
+    zeros = verdict_checks(np.zeros(5), (), "regression", 3)[0]
+    assert not zeros.success
+
+
+def test_split_checks_do_not_depend_on_the_order_of_the_splits() -> None:
+    split = parts([0, 0, 1, 1], calibration_rows=0)
+    reordered = {"train": split["train"], "calibration": split["calibration"],
+                 "test": split["test"]}  # fmt: skip
+    results = split_checks(reordered, ("a", "b"), min_rows_per_split=5, min_rows_per_class=1,
+                           max_class_ratio=None, overlap=False)  # fmt: skip
+    assert [r.detail for r in results if r.check == "split_row_count"] == [
+        "train has 4 rows, needs at least 5", "test has 4 rows, needs at least 5",
+    ]  # fmt: skip
+
+
+def test_psi_weighs_each_bin_by_its_log_ratio() -> None:
+    reference = {"features": ["a"], "edges": [[0.0]], "shares": [[0.2, 0.8]]}
+    half = np.array([[-1.0], [1.0]])  # one row below the edge, one above: 0.5 and 0.5
+    expected = 0.3 * np.log(0.5 / 0.2) + (-0.3) * np.log(0.5 / 0.8)
+    assert psi(reference, half)["a"] == pytest.approx(expected)
+    # every row below the first edge: the bins above are empty, not missing
+    low = psi(reference, np.array([[-5.0], [-6.0]]))["a"]
+    assert low == pytest.approx(0.8 * np.log(1 / 0.2) + (1e-4 - 0.8) * np.log(1e-4 / 0.8))
+
+
+def test_tensor_checks_go_on_past_an_input_they_cannot_read() -> None:
+    found = tensors(inputs={"text": np.array([["a"]] * 2), "x": np.array([[np.nan, 1.0]] * 2)},
+                    labels=np.array([0, 1]))  # fmt: skip
+    assert not found["numeric_dtype[text]"].success
+    assert not found["finite_values[x]"].success
+    empty = tensors(inputs={"x": np.zeros((0, 3))}, labels=np.array([]), ranges={"*": (0, 1)},
+                    min_rows=0)  # fmt: skip
+    assert empty["values_in_range[x]"].detail == "no values within [0, 1]"
+    wide = np.array([[1.0, 2.0], [1.0, 3.0], [1.0, 2.0]])
+    dup = tensors(inputs={"x": wide}, labels=np.array([0, 1, 0]), duplicates=True)
+    assert dup["no_duplicate_rows"].detail == "1 rows repeat an earlier row (every input equal)"

@@ -47,7 +47,8 @@ def model_dir(
     preds[:wrong] = (LABELS[:wrong] + 1) % 4
     np.savez(mdir.predictions, labels=LABELS, predictions=preds, logits=np.eye(4)[preds])
     write(mdir.metrics, {"size_bytes": size, "accuracy": 1 - wrong / N,
-                         "sha256": hashlib.sha256(content).hexdigest()})  # fmt: skip
+                         "sha256": hashlib.sha256(content).hexdigest(),
+                         "per_class_accuracy": {"0": 1.0}})  # fmt: skip
     samples = np.full(100, p50).tolist()
     result = {"samples_ms": samples, "p50_ms": p50, "p95_ms": p50, "throughput_per_s": 1e3 / p50}
     write(mdir.benchmark, {"batches": {"1": result},
@@ -146,6 +147,22 @@ def test_a_failed_step_or_missing_files_fail_the_candidate(tmp_path: Path) -> No
     assert verdict.selected == "fine"
 
 
+def test_a_candidate_without_metrics_benchmark_or_comparison_fails_without_a_crash(
+    tmp_path: Path,
+) -> None:
+    spec, run_dir = make_run(tmp_path, GOALS, {"no-metrics": FAST, "no-bench": FAST, "ok": FAST})
+    run = RunLayout(run_dir)
+    run.candidate("no-metrics").metrics.unlink()
+    run.candidate("no-bench").benchmark.unlink()
+    run.candidate("no-bench").comparison.unlink()
+    verdict = gate(spec, run_dir)
+    no_metrics, no_bench = verdict.entry("no-metrics"), verdict.entry("no-bench")
+    assert no_metrics is not None and no_bench is not None
+    assert (no_metrics.sha256, no_metrics.size_bytes, no_metrics.outcome) == (None, None, "fail")
+    assert (no_bench.latency_p50_ms, no_bench.speedup, no_bench.outcome) == (None, None, "fail")
+    assert verdict.selected == "ok"
+
+
 def test_a_passing_candidate_without_a_checksum_is_never_selected(tmp_path: Path) -> None:
     spec, run_dir = make_run(tmp_path, GOALS, {"a": FAST, "b": FAST})
     metrics = RunLayout(run_dir).candidate("a").metrics
@@ -159,7 +176,10 @@ def test_a_passing_candidate_without_a_checksum_is_never_selected(tmp_path: Path
 def test_a_failed_search_is_named_in_the_reason(tmp_path: Path) -> None:
     spec, run_dir = make_run(tmp_path, GOALS, {"a": FAST})
     write(RunLayout(run_dir).step_error("search"), {"error": "study lost", "type": "E"})
-    assert gate(spec, run_dir).reason.endswith("(the search failed and added none: study lost)")
+    assert gate(spec, run_dir).reason == (
+        "1 of 1 candidates met every goal; a is the fastest (speedup 2x) "
+        "(the search failed and added none: study lost)"
+    )
 
 
 def test_the_champion_goal_reads_the_champion_step_record(tmp_path: Path) -> None:
@@ -209,6 +229,11 @@ def test_promote_publishes_the_selected_candidate_and_moves_production(tmp_path:
     assert pointer is not None and pointer.version == 1
     card = reg.card(spec.name, 1)
     assert card["candidate"] == "good" and card["verdict"]["outcome"] == "pass"
+    # the card keeps the figures, not the per-class table or the raw timings
+    assert card["metrics"]["size_bytes"] == 250_000 and "per_class_accuracy" not in card["metrics"]
+    assert card["baseline_metrics"]["size_bytes"] == 1_000_000
+    assert "per_class_accuracy" not in card["baseline_metrics"]
+    assert card["benchmark"]["1"] == {"p50_ms": 2.0, "p95_ms": 2.0, "throughput_per_s": 500.0}
     assert card["lineage"]["parent_model_sha256"] == hashlib.sha256(b"baseline").hexdigest()
     assert card["lineage"]["data_fingerprint"] == "f" * 64
     # the same bytes again are the same version; production stays where it is
@@ -250,8 +275,11 @@ def test_promote_refuses_without_a_verdict_or_with_a_broken_one(tmp_path: Path) 
 
 def test_promote_refuses_a_selection_other_than_the_gate_handed_on(tmp_path: Path) -> None:
     spec, run_dir = gated(tmp_path)
-    refused(spec, run_dir, "the gate selected 'other'", expect="other")
-    refused(spec, run_dir, "the gate selected 'no candidate'", expect="")
+    verdict = RunLayout(run_dir).verdict
+    refused(spec, run_dir, f"the gate selected 'other', but {verdict} now selects 'good'",
+            expect="other")  # fmt: skip
+    refused(spec, run_dir, f"the gate selected 'no candidate', but {verdict} now selects 'good'",
+            expect="")  # fmt: skip
 
 
 def test_promote_refuses_an_entry_that_did_not_pass_every_goal(tmp_path: Path) -> None:
@@ -300,3 +328,40 @@ def test_a_promotion_judged_before_a_rollback_is_refused_and_kept(tmp_path: Path
     assert registry_versions(spec) == [1, 2, 3]
     after = reg.pointer(spec.name, "production")
     assert after is not None and after.version == 1
+
+
+def publish_and_move(spec: Spec, tmp_path: Path, content: bytes) -> int:
+    reg = open_registry(spec.registry_uri())
+    src = tmp_path / "m.onnx"
+    src.write_bytes(content)
+    published = reg.publish(spec.name, {"model.onnx": src}, {"model": spec.name}, run_id="x")
+    return reg.move_alias(spec.name, published.version, reason="earlier").serial
+
+
+def test_a_run_that_looked_after_the_rollback_is_promoted(tmp_path: Path) -> None:
+    spec, run_dir = gated(tmp_path)
+    publish_and_move(spec, tmp_path, b"v1")
+    publish_and_move(spec, tmp_path, b"v2")
+    reg = open_registry(spec.registry_uri())
+    after = reg.rollback(spec.name, reason="bad release")
+    assert after.version == 1
+    # without a champion step, the run looks at production when promote starts: after it
+    assert promote(spec, run_dir).version == 3
+    # a champion step that read production after the rollback: its serial is the one compared
+    spec2, run2 = make_run(tmp_path / "second", GOALS, {"good2": FAST},
+                           registry=str(tmp_path / "registry"))  # fmt: skip
+    gate(spec2, run2)
+    pointer = reg.pointer(spec.name)
+    assert pointer is not None
+    write(RunLayout(run2).champion_record, {"version": pointer.version, "serial": pointer.serial})
+    assert promote(spec2, run2).version == 4
+
+
+def test_a_refused_run_whose_model_was_already_a_version_says_so(tmp_path: Path) -> None:
+    spec, run_dir = gated(tmp_path)
+    assert promote(spec, run_dir).version == 1
+    publish_and_move(spec, tmp_path, b"v2")  # production moved on to version 2
+    with pytest.raises(AliasRefused, match=r"\(this run's model was already version 1\)$"):
+        promote(spec, run_dir)
+    record = Promotion.read(RunLayout(run_dir).promotion)
+    assert (record.status, record.version, record.created) == ("refused", 1, False)

@@ -422,3 +422,76 @@ def test_a_champion_decision_says_it_is_measured_from_production() -> None:
         "drop from production +0.0100 on 200 examples, upper bound +0.0250 <= 0.05"
     )
     assert (result.goal, result.metric) == ("champion", "accuracy_drop_vs_production")
+
+
+# --- which bound a verdict reports -----------------------------------------------------------
+
+
+def test_size_reports_the_first_bound_missed() -> None:
+    half_mb, base = Evidence(size_bytes=500_000), Evidence(size_bytes=2_000_000)
+    # both missed, the ratio by far more: the first missed (size_mb) is the one named
+    both = SizeGoal(max_mb=0.25, max_ratio=0.05).check(half_mb, base)
+    assert (both.metric, both.threshold, both.outcome) == ("size_mb", 0.25, FAIL)
+
+
+def test_the_worst_class_is_the_one_with_the_highest_bound_not_the_highest_drop() -> None:
+    """Class 0: 200 examples, 12 lost (drop 0.06, a tight bound); class 1: 20 examples, 1 lost
+    (drop 0.05, a loose bound). The goal is decided on the class whose bound is worst."""
+    labels = np.array([0] * 200 + [1] * 20)
+    base = Evidence(labels=labels, predictions=labels)
+    preds = labels.copy()
+    preds[:12] = 1
+    preds[200] = 0
+    cand = Evidence(labels=labels, predictions=preds)
+    result = PerClassGoal(max_drop=0.1).check(cand, base)
+    assert result.reason.startswith("worst class 1 (20 examples): drop +0.0500")
+    assert result.outcome is INCONCLUSIVE  # class 0 alone would pass: drop 0.06, bound < 0.1
+    point = PerClassGoal(max_drop=0.1, confidence=None).check(cand, base)
+    assert point.reason.startswith("worst class 0 (200 examples): drop +0.0600")
+
+
+def test_a_missing_result_names_the_limit_it_could_not_check() -> None:
+    nothing = Evidence()
+    assert FidelityGoal(min_cosine=0.9).check(nothing, nothing).threshold == 0.9
+    assert FidelityGoal(max_abs_error=0.3).check(nothing, nothing).threshold == 0.3
+    assert FidelityGoal(min_cosine=0.9, max_abs_error=0.3).check(nothing, nothing).threshold == 0.9
+    assert ErrorGoal(max=2.0).check(nothing, nothing).threshold == 2.0
+    assert ErrorGoal(max_increase=0.5).check(nothing, nothing).threshold == 0.0
+
+
+def test_an_absolute_error_bound_needs_no_baseline() -> None:
+    cand = regression([0.0] * 4, [0.5] * 4)
+    assert outcome(ErrorGoal(max=1.0, confidence=None), cand, Evidence()) is PASS
+    assert outcome(ErrorGoal(max=1.0, max_increase=1.0, confidence=None), cand, Evidence()) is FAIL
+    assert outcome(ErrorGoal(max_relative_increase=1.0), cand, Evidence()) is FAIL
+
+
+def test_neighbour_reasons() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(30, 8))
+    same = Evidence(logits=emb)
+    moved = Evidence(logits=emb + rng.normal(scale=0.7, size=emb.shape))
+    kept = NeighbourGoal(min=0.1, k=5).check(moved, same)
+    assert kept.bound is not None and kept.value is not None and kept.bound < kept.value
+    assert kept.reason == (
+        f"{kept.value:.4f} of 5 nearest neighbours kept on 30 rows, lower bound {kept.bound:.4f}"
+        " >= 0.1"
+    )
+    missed = NeighbourGoal(min=0.99, k=5).check(moved, same)
+    assert missed.reason.endswith(f", lower bound {kept.bound:.4f} < 0.99")
+    between = NeighbourGoal(min=kept.value, k=5).check(moved, same)
+    assert between.outcome is INCONCLUSIVE and between.reason.endswith(
+        f"bound below {kept.value:g}"
+    )
+    assert NeighbourGoal(min=0.1, k=5, confidence=None).check(moved, same).bound is None
+
+
+def test_rows_needed_lists_each_bounded_minimum() -> None:
+    goals = Goals.model_validate(
+        {"accuracy": {"max_drop": 0.01}, "agreement": {"min": 0.97}, "size": {"max_mb": 1}}
+    )
+    assert goals.rows_needed() == [("goals.agreement.min 0.97 at confidence 0.95", 99)]
+    both = Goals.model_validate({"accuracy": {"min": 0.9, "confidence": 0.99},
+                                 "agreement": {"min": 0.97, "confidence": None}})  # fmt: skip
+    assert both.rows_needed() == [("goals.accuracy.min 0.9 at confidence 0.99", 44)]
+    assert Goals.model_validate({"size": {"max_mb": 1}}).rows_needed() == []

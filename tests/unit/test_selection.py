@@ -54,3 +54,79 @@ def test_smallest_and_empty() -> None:
     chosen, _ = select([cand("x", 1, 0.9, size=5), cand("y", 1, 0.9, size=3)], "smallest")
     assert chosen is not None and chosen["name"] == "y"
     assert select([], "fastest") == (None, "")
+
+
+def test_domination_needs_one_strict_improvement() -> None:
+    # equal latency, better accuracy dominates; equal accuracy, faster dominates
+    assert [e["name"] for e in pareto_front([cand("a", 1, 0.9), cand("b", 1, 0.8)])] == ["a"]
+    assert [e["name"] for e in pareto_front([cand("a", 1, 0.9), cand("b", 2, 0.9)])] == ["a"]
+    # equal on both: neither dominates, both stay, by name
+    assert [e["name"] for e in pareto_front([cand("b", 1, 0.9), cand("a", 1, 0.9)])] == ["a", "b"]
+    # a candidate not measured on both axes is not on the front
+    unmeasured = {**cand("u", 0.1, 0.99), "latency_p50_ms": None}
+    assert [e["name"] for e in pareto_front([cand("a", 1, 0.9), unmeasured])] == ["a"]
+    no_accuracy = {**cand("v", 0.1, 0.99), "accuracy": None}
+    assert [e["name"] for e in pareto_front([cand("a", 1, 0.9), no_accuracy])] == ["a"]
+
+
+def reference_knee(front: list[dict[str, Any]]) -> str:
+    """The front's point farthest from the chord of its ends, in min-max normalised axes: the
+    definition, computed with vector algebra (a projection) instead of the cross product."""
+    import numpy as np
+
+    pts = np.array([[e["latency_p50_ms"], e["accuracy"]] for e in front], dtype=float)
+    span = pts.max(axis=0) - pts.min(axis=0)
+    norm = (pts - pts.min(axis=0)) / np.where(span > 0, span, 1.0)
+    start, end = norm[0], norm[-1]
+    direction = (end - start) / (np.linalg.norm(end - start) or 1.0)
+    rel = norm - start
+    dist = np.linalg.norm(rel - np.outer(rel @ direction, direction), axis=1)
+    best = max(range(len(front)), key=lambda i: (round(float(dist[i]), 12), -i))
+    return str(front[best]["name"])
+
+
+def test_the_knee_is_the_farthest_point_from_the_chord_on_many_fronts() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(3, 8))
+        lat = np.sort(rng.lognormal(0, 1, n)) + 0.1 * trial
+        acc = np.sort(rng.uniform(0.5, 1.0, n))
+        entries = [
+            cand(f"m{i}", float(la), float(ac))
+            for i, (la, ac) in enumerate(zip(lat, acc, strict=True))
+        ]
+        front = pareto_front(entries)
+        if len(front) < 3:
+            continue
+        assert pareto_knee(entries)["name"] == reference_knee(front)
+
+
+def test_knee_ties_and_small_fronts() -> None:
+    # symmetric about the chord's perpendicular bisector: two points equally far; the first wins
+    tied = [cand("p0", 0, 0), cand("p1", 1, 6), cand("p2", 4, 9), cand("p3", 10, 10)]
+    assert pareto_knee(tied)["name"] == "p1"
+    two = [cand("slow", 2, 0.99), cand("fast", 1, 0.9)]
+    assert pareto_knee(two)["name"] == "fast"
+    dominated = [cand("z", 1, 0.99), cand("a", 2, 0.9), cand("b", 3, 0.5)]  # front: z alone
+    assert pareto_knee(dominated)["name"] == "z"
+    nothing_measured = [
+        {**cand("b", 1, 0.9), "accuracy": None},
+        {**cand("a", 1, 0.9), "accuracy": None},
+    ]
+    assert pareto_knee(nothing_measured)["name"] == "a"
+
+
+def test_fastest_falls_back_to_latency_and_smallest_skips_unknown_sizes() -> None:
+    entries = [cand("a", 0.5, 0.9, size=1, speedup=2.0), cand("b", 0.3, 0.9, size=9)]
+    chosen, reason = select(entries, "fastest")
+    assert chosen is not None and chosen["name"] == "b"  # b has no comparison: medians decide
+    assert reason == "b is the fastest (latency_p50_ms = 0.3)"
+    unknown = [{**cand("a", 1, 0.9), "size_bytes": None}, cand("b", 1, 0.9, size=7)]
+    chosen, reason = select(unknown, "smallest")
+    assert (
+        chosen is not None
+        and chosen["name"] == "b"
+        and reason == "b is the smallest (size_bytes = 7)"
+    )

@@ -103,18 +103,21 @@ def pareto_front(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pareto_knee(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The front's point farthest from the line joining its two ends (both axes normalized)."""
+    """The front's point farthest from the line joining its two ends; ties go to the faster.
+
+    Which point that is does not depend on the axes' units: scaling latency or accuracy scales
+    every point's distance alike, so neither axis needs normalising.
+    """
     front = pareto_front(entries) or sorted(entries, key=lambda e: e["name"])
     if len(front) <= 2:
         return front[0]
-    lat = np.array([e["latency_p50_ms"] for e in front])
-    acc = np.array([e["accuracy"] for e in front])
-    x = (lat - lat.min()) / ((lat.max() - lat.min()) or 1.0)
-    y = (acc - acc.min()) / ((acc.max() - acc.min()) or 1.0)
-    # distance from (x, y) to the line through the first and last points
-    dx, dy = x[-1] - x[0], y[-1] - y[0]
-    dist = np.abs(dy * (x - x[0]) - dx * (y - y[0])) / (np.hypot(dx, dy) or 1.0)
-    best = max(range(len(front)), key=lambda i: (round(float(dist[i]), 12), -i))
+    lat = np.array([e["latency_p50_ms"] for e in front], dtype=np.float64)
+    acc = np.array([e["accuracy"] for e in front], dtype=np.float64)
+    dx, dy = lat[-1] - lat[0], acc[-1] - acc[0]
+    # twice the area of the triangle each point makes with the two ends: its distance from
+    # their line, times that line's length (the same for every point)
+    area = np.abs(dy * (lat - lat[0]) - dx * (acc - acc[0]))
+    best = int(np.flatnonzero(area >= area.max() * (1 - 1e-9))[0])
     return front[best]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +22,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
         yield FileStore(tmp_path / "store")
         return
     request.getfixturevalue("s3_endpoint")
-    prefix = "" if request.param == "s3-no-prefix" else f"team/{tmp_path.name}"
-    found = open_store(f"s3://models/{prefix}")
+    if request.param == "s3-no-prefix":  # a bucket of its own: the whole bucket is listed
+        import boto3
+
+        bucket = f"store-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        found = open_store(f"s3://{bucket}")
+    else:
+        found = open_store(f"s3://models/team/{tmp_path.name}")
     assert isinstance(found, S3Store)
     yield found
     for key in found.keys(""):
@@ -169,3 +176,22 @@ def test_listing_reads_every_page(s3_endpoint: str) -> None:
     for key in keys:
         store.create(key, b"{}")
     assert store.keys("m/") == sorted(keys)
+
+
+def test_a_refused_create_of_a_key_that_then_vanished_is_not_a_success(tmp_path: Path) -> None:
+    class Refusing(FileStore):
+        def _create(self, key: str, data: bytes | Path) -> bool:
+            return False  # refused, as if another writer held the key, then deleted it
+
+    assert Refusing(tmp_path / "store").create("k", b"mine") is False
+
+
+def test_sweep_takes_only_what_is_older_than_the_limit(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    store.create("k", b"x")
+    exactly = tmp_path / "store" / ".incoming-exactly"
+    exactly.write_bytes(b"half")
+    os.utime(exactly, (1_000_000_000, 1_000_000_000))
+    at_the_limit = datetime.fromtimestamp(1_000_003_600, UTC)
+    assert store.sweep(timedelta(hours=1), at_the_limit) == []
+    assert store.sweep(timedelta(hours=1), at_the_limit + timedelta(seconds=1)) == [str(exactly)]

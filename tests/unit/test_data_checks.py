@@ -301,10 +301,15 @@ def test_values_in_details_are_short() -> None:
     assert _short(list(range(7))) == "[0, 1, 2, 3, ... 7 values]"
     assert _short("text") == "'text'"
     assert _short(3) == "3"
+    assert _short(np.float64(0.5)) == "0.5"  # numbers as they read, not as numpy writes them
 
 
 def test_an_empty_regression_target_does_not_vary() -> None:
-    (check,) = verdict_checks(np.array([], dtype=float), (), "regression", 3)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" on the way
+        (check,) = verdict_checks(np.array([], dtype=float), (), "regression", 3)
     assert not check.success
     assert check.detail.startswith("the target is constant or nearly so (std 0 around 0);")
     zeros = verdict_checks(np.zeros(5), (), "regression", 3)[0]
@@ -343,3 +348,25 @@ def test_tensor_checks_go_on_past_an_input_they_cannot_read() -> None:
     wide = np.array([[1.0, 2.0], [1.0, 3.0], [1.0, 2.0]])
     dup = tensors(inputs={"x": wide}, labels=np.array([0, 1, 0]), duplicates=True)
     assert dup["no_duplicate_rows"].detail == "1 rows repeat an earlier row (every input equal)"
+
+
+def test_a_suite_result_names_what_raised_in_either_form_great_expectations_uses() -> None:
+    import pandas as pd
+
+    from validation.data import _result
+
+    def item(exception_info: dict[str, Any], success: bool = False) -> dict[str, Any]:
+        return {"success": success, "result": {}, "exception_info": exception_info,
+                "expectation_config": {"type": "expect_x", "kwargs": {"column": "a", "k": 1}}}  # fmt: skip
+
+    flat = {"raised_exception": True, "exception_message": "boom"}
+    nested = {"MetricConfigurationID(...)": {**flat, "exception_message": "bang"},
+              "other": {"raised_exception": False, "exception_message": "quiet"}}  # fmt: skip
+    frame = pd.DataFrame({"a": [1]})
+    assert _result("rows", item(flat), frame).line() == "expect_x column 'a': k=1: boom"
+    assert _result("rows", item(nested), frame).line() == "expect_x column 'a': k=1: bang"
+    assert _result("rows", item({}), frame).line() == "expect_x column 'a': k=1"
+    assert _result("rows", item({}, success=True), frame).detail == "k=1"
+    bare = item({}, success=True)
+    bare["expectation_config"]["kwargs"] = {"column": "a"}
+    assert _result("values", bare, frame).detail == "met"

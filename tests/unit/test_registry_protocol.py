@@ -403,3 +403,44 @@ def test_gc_that_lost_a_race_for_a_tombstone_goes_on(tmp_path: Path) -> None:
 
     store.before_create = rival_gc
     assert reg.gc("m", timedelta(days=7), now=now) == [2]
+
+
+def test_states_go_on_past_an_unreadable_card(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    publish(reg, tmp_path, b"one")
+    publish(reg, tmp_path, b"two")
+    (tmp_path / "reg" / "m" / "versions" / "1" / "card.json").write_bytes(b"{")
+    assert [(s.version, s.state) for s in reg.states("m")] == [(1, "damaged"), (2, "ok")]
+
+
+def test_a_clean_publish_warns_of_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reg = FileRegistry(tmp_path / "reg")
+    with caplog.at_level("WARNING", logger="components.registry"):
+        publish(reg, tmp_path, b"one")
+        reg.move_alias("m", 1, reason="t")
+    assert caplog.records == []
+
+
+def test_a_failed_publish_on_a_store_that_cannot_be_read_claims_nothing(tmp_path: Path) -> None:
+    store = FaultyStore(tmp_path / "reg")
+    reg = Registry(store)
+    down = {"now": False}
+    original = FileStore.read
+
+    def read(self: FileStore, key: str) -> tuple[bytes, str] | None:
+        if down["now"]:
+            raise RegistryError("the store went away")
+        return original(self, key)
+
+    def fail_the_card(key: str) -> None:
+        if key.endswith("/card.json"):
+            down["now"] = True
+            raise RegistryError("the store went away")
+
+    store.read = read.__get__(store)  # type: ignore[method-assign]
+    store.before_create = fail_the_card
+    with pytest.raises(RegistryError, match="the store went away"):
+        publish(reg, tmp_path, b"one")
+    down["now"] = False
+    assert reg.versions("m") == []
+    assert (tmp_path / "reg" / "m" / "versions" / "1" / "model.onnx").is_file()  # nothing deleted

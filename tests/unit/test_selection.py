@@ -107,6 +107,8 @@ def test_knee_ties_and_small_fronts() -> None:
     # symmetric about the chord's perpendicular bisector: two points equally far; the first wins
     tied = [cand("p0", 0, 0), cand("p1", 1, 6), cand("p2", 4, 9), cand("p3", 10, 10)]
     assert pareto_knee(tied)["name"] == "p1"
+    collinear = [cand("c", 3, 0.7), cand("b", 2, 0.6), cand("a", 1, 0.5)]  # no bend: the fastest
+    assert pareto_knee(collinear)["name"] == "a"
     two = [cand("slow", 2, 0.99), cand("fast", 1, 0.9)]
     assert pareto_knee(two)["name"] == "fast"
     dominated = [cand("z", 1, 0.99), cand("a", 2, 0.9), cand("b", 3, 0.5)]  # front: z alone

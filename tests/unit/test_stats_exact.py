@@ -124,6 +124,11 @@ def test_neighbours_are_by_cosine_excluding_the_row_itself() -> None:
     # nearest by cosine: 0 <-> 10 and 90 <-> 100; the norms must not matter
     scaled = np.array([unit(0, 5), unit(10, 0.1), unit(90, 3), unit(100, 0.2)])
     assert neighbour_overlap(scaled, base, 1).tolist() == [1.0, 1.0, 1.0, 1.0]
+    # a far row of large norm would be nearest by dot product; by cosine it is not
+    angles = (0, 10, 60, 100)
+    plain = np.array([unit(a) for a in angles])
+    weighted = np.array([unit(a, n) for a, n in zip(angles, (1, 0.1, 10, 1), strict=True)])
+    assert neighbour_overlap(weighted, plain, 1).tolist() == [1.0, 1.0, 1.0, 1.0]
     swapped = np.array([unit(0), unit(90), unit(10), unit(100)])
     assert neighbour_overlap(swapped, base, 1).tolist() == [0.0, 0.0, 0.0, 0.0]
     # k = 2: row 0's two nearest are rows 1 and 2 in both; row 1's are {0, 2} in base and

@@ -1,0 +1,64 @@
+"""`make mutate`'s own logic (infra/mutate.py) without running mutmut: how mutant names map to
+functions, and that every mutant declared equivalent names a function that exists in a module
+mutmut mutates, with a reason."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mutate_tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("slimgate_mutate", ROOT / "infra" / "mutate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "function"),
+    [
+        ("validation.stats.x_examples_needed__mutmut_5", "validation.stats", "examples_needed"),
+        (
+            "validation.goals.xǁPerClassGoalǁcheck__mutmut_15",
+            "validation.goals",
+            "PerClassGoal.check",
+        ),
+        ("components.registry.x__json__mutmut_2", "components.registry", "_json"),
+        ("components.stores.xǁS3Storeǁ_put__mutmut_6", "components.stores", "S3Store._put"),
+    ],
+)
+def test_mutant_names_map_to_module_and_function(name: str, module: str, function: str) -> None:
+    assert mutate_tool()._split(name) == (module, function)
+
+
+def functions_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            found.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            found |= {f"{node.name}.{f.name}" for f in node.body if isinstance(f, ast.FunctionDef)}
+    return found
+
+
+def test_every_equivalent_mutant_names_a_mutated_function_and_a_reason() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    paths = [p for pattern in config["only_mutate"] for p in sorted(ROOT.glob(pattern))]
+    known = set().union(*(functions_of(p) for p in paths))
+    entries = mutate_tool().load_equivalents()
+    assert entries
+    for entry in entries:
+        assert entry.function in known, entry
+        assert entry.line and len(entry.reason) > 10, entry
+    assert len({(e.function, e.line) for e in entries}) == len(entries)  # no entry twice

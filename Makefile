@@ -59,7 +59,7 @@ fmt: $(STAMP)
 test: lint $(K8S_STAMP)
 	$(BIN)/pytest
 
-# Mutation testing of validation/, the gate, promote and the registry protocol: about 15 min
+# Mutation testing of validation/, the gate, promote and the registry protocol: about 5 min
 # on 2 cores, outside `make test`. Resumable; `$(BIN)/python infra/mutate.py --report` re-prints.
 mutate: $(STAMP)
 	$(BIN)/python infra/mutate.py

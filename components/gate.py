@@ -117,7 +117,11 @@ def pareto_knee(entries: list[dict[str, Any]]) -> dict[str, Any]:
     # twice the area of the triangle each point makes with the two ends: its distance from
     # their line, times that line's length (the same for every point)
     area = np.abs(dy * (lat - lat[0]) - dx * (acc - acc[0]))
-    best = int(np.flatnonzero(area >= area.max() * (1 - 1e-9))[0])
+    if not np.isfinite(area).all():
+        return front[0]
+    # equal up to rounding, on the scale of the front's box (a collinear front's areas are
+    # rounding noise): the faster
+    best = int(np.flatnonzero(area >= area.max() - 1e-12 * abs(dx * dy))[0])
     return front[best]
 
 

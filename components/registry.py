@@ -640,7 +640,9 @@ class Registry:
             if target not in checked:
                 problems = self.problems(model, target)
                 if problems:
-                    others = [v for v in earlier if v != target and not self.problems(model, v)]
+                    # intact by presence (one listing), not re-hashed: on S3 that downloads
+                    intact = {s.version for s in self.states(model) if s.state == "ok"}
+                    others = [v for v in earlier if v != target and v in intact]
                     hint = f"; roll back to an earlier one with --to ({others})" if others else ""
                     raise RegistryError(f"cannot roll back to {model} version {target}: it is "
                                         f"damaged ({'; '.join(problems)}){hint}")  # fmt: skip

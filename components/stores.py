@@ -175,7 +175,7 @@ class FileStore(ObjectStore):
         # a prefix is a string, not a folder: "m" also matches "m2/...", as on S3
         start = self._path(prefix) if prefix.endswith("/") else self._path(prefix).parent
         if not prefix:
-            start = self.root
+            start = self.root.resolve()
         if not start.is_dir():
             return []
         out = []

@@ -283,7 +283,7 @@ def verdict_checks(
     each with rows enough to appear in every split; a regression needs a target that varies."""
     out = []
     if task == "classification":
-        counts = np.bincount(y, minlength=len(classes)) if y.size else np.zeros(len(classes), int)
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(classes))
         present = [classes[i] for i, c in enumerate(counts) if c > 0]
         out.append(CheckResult(
             "two_classes", len(present) >= 2,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -319,8 +320,11 @@ class AccuracyGoal(Goal):
                     )
                 )
             else:
-                # a relative drop of r is an absolute drop of r * baseline accuracy
-                limit = self.max_relative_drop * float(base.mean())
+                # a relative drop of r is an absolute drop of r * baseline accuracy, rounded once
+                # from the exact product (0.1 of 0.7 is 0.07, not 0.06999999999999999)
+                limit = float(
+                    Fraction(repr(self.max_relative_drop)) * Fraction(int(base.sum()), base.size)
+                )
                 res = self._check_drop(candidate, baseline, limit)
                 results.append(
                     replace(

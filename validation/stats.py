@@ -187,6 +187,10 @@ def neighbour_overlap(candidate: np.ndarray, baseline: np.ndarray, k: int) -> np
         np.fill_diagonal(sim, -np.inf)
         return np.argsort(-sim, axis=1, kind="stable")[:, :k]
 
+    if np.shape(candidate) != np.shape(baseline):
+        raise ValueError(
+            f"embeddings of one shape needed, got {np.shape(candidate)} and {np.shape(baseline)}"
+        )
     a, b = (
         neighbours(np.asarray(candidate, np.float64)),
         neighbours(np.asarray(baseline, np.float64)),
@@ -210,7 +214,7 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     num = (a * b).sum(axis=1)
     # sqrt(x * x) == x in IEEE arithmetic, so a row against itself gives num == den
     den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-    cos = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    cos = num / np.where(den > 0, den, 1.0)  # a zero row: num is 0 as well
     cos[(a == b).all(axis=1)] = 1.0
     return float(np.mean(np.clip(cos, -1.0, 1.0)))
 

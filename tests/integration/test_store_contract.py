@@ -76,6 +76,10 @@ def test_keys_list_by_prefix_and_delete_and_fetch(store: ObjectStore, tmp_path: 
         "a/versions/1/card.json", "a/versions/2/card.json", "ab/x.json", "b/y.json",
     ]  # fmt: skip
     assert store.keys("a/versions/2/") == ["a/versions/2/card.json"]
+    assert store.keys("a/versions/1/ca") == ["a/versions/1/card.json"]  # a prefix mid-name
+    store.create("a/versions/10/card.json", b"10")
+    assert store.keys("a/versions/1") == ["a/versions/1/card.json", "a/versions/10/card.json"]
+    store.delete("a/versions/10/card.json")
     assert store.keys("c/") == []
     dest = tmp_path / "fetched"
     store.fetch("b/y.json", dest)
@@ -195,3 +199,15 @@ def test_sweep_takes_only_what_is_older_than_the_limit(tmp_path: Path) -> None:
     at_the_limit = datetime.fromtimestamp(1_000_003_600, UTC)
     assert store.sweep(timedelta(hours=1), at_the_limit) == []
     assert store.sweep(timedelta(hours=1), at_the_limit + timedelta(seconds=1)) == [str(exactly)]
+
+
+def test_a_file_store_on_a_relative_or_linked_root_lists_its_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    FileStore(tmp_path / "real").create("m/versions/1/card.json", b"{}")
+    assert FileStore(tmp_path / "link").keys("") == ["m/versions/1/card.json"]
+    monkeypatch.chdir(tmp_path)
+    assert FileStore(Path("real")).keys("") == ["m/versions/1/card.json"]
+    assert FileStore(Path("link")).keys("m/") == ["m/versions/1/card.json"]

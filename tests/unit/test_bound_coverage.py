@@ -31,17 +31,18 @@ def tolerance(rate: float, draws: int) -> float:
     return 3 * float(np.sqrt(rate * (1 - rate) / draws))
 
 
-@pytest.mark.parametrize(("p", "n"), [(0.70, 40), (0.92, 150), (0.99, 400)])
-def test_the_exact_accuracy_bound_lies_below_the_true_accuracy_at_its_confidence(
-    p: float, n: int
-) -> None:
-    rng = np.random.default_rng(1)
-    successes = rng.binomial(n, p, size=2000)
-    covered = np.mean([clopper_pearson_lower(int(k), n, CONFIDENCE) <= p for k in successes])
-    # exact: never below nominal, whatever n and p (beyond the simulation's own noise)
-    assert covered >= CONFIDENCE - tolerance(CONFIDENCE, 2000)
-    # and a bound, not a constant: it misses about as often as its confidence allows
-    assert covered < 1.0
+@pytest.mark.parametrize("n", [20, 40, 150, 400])
+def test_the_exact_accuracy_bound_lies_below_the_true_accuracy_at_its_confidence(n: int) -> None:
+    """Computed exactly, not simulated: the probability that the bound of k successes in n lies
+    at or below p, summed over k, for true accuracies p across (0, 1)."""
+    from scipy.stats import binom
+
+    bounds = np.array([clopper_pearson_lower(k, n, CONFIDENCE) for k in range(n + 1)])
+    coverage = []
+    for p in np.linspace(0.01, 0.99, 99):
+        coverage.append(float(binom.pmf(np.arange(n + 1), n, p)[bounds <= p].sum()))
+    assert min(coverage) >= CONFIDENCE - 1e-9  # never below nominal, whatever p
+    assert min(coverage) < 0.99  # and a bound, not a constant: it gets close to nominal
 
 
 @pytest.mark.parametrize(("percentile", "n"), [(50, 30), (90, 100), (95, 200), (99, 700)])
@@ -126,8 +127,9 @@ def test_the_speedup_interval_covers_the_true_ratio_of_log_normal_timings(
         inside.append(low <= ratio <= high)
         below.append(low <= ratio)
     assert np.mean(inside) >= CONFIDENCE - tolerance(CONFIDENCE, DRAWS)
-    assert np.mean(below) >= np.mean(inside)
-    assert np.mean(inside) < 1.0
+    # the lower end alone errs on one side only: half of the two-sided miss rate
+    one_sided = 1 - (1 - CONFIDENCE) / 2
+    assert np.mean(below) >= one_sided - tolerance(one_sided, DRAWS)
 
 
 def test_the_speedup_interval_needs_enough_processes_and_narrows_with_more() -> None:
@@ -156,8 +158,8 @@ def test_the_decision_flips_from_inconclusive_to_pass_as_the_test_split_grows(
     goal: AccuracyGoal | AgreementGoal, accuracy: float
 ) -> None:
     """A model whose true rate meets the limit: on a small split the exact bound cannot show
-    it (inconclusive, with an estimate of the examples that would decide it); on a split of
-    that size it passes; it never fails."""
+    it (inconclusive); on larger splits it passes, and stays passing; it never fails. (That the
+    estimate of the examples needed names such a split is the next test.)"""
     rng = np.random.default_rng(7)
     outcomes = []
     for n in (40, 200, 1000, 5000, 20000):

@@ -74,8 +74,9 @@ def test_a_classifier_needs_two_classes_each_in_every_split() -> None:
     )
     exactly = by_check(verdict_checks(np.array([0, 0, 0, 2, 2, 2]), classes, "classification", 3))
     assert exactly["class_in_every_split"].success
-    none = by_check(verdict_checks(np.array([], dtype=int), classes, "classification", 3))
-    assert "holds 0 classes (none)" in none["two_classes"].detail
+    for empty in (np.array([], dtype=int), np.array([])):  # an empty array is float by default
+        none = by_check(verdict_checks(empty, classes, "classification", 3))
+        assert "holds 0 classes (none)" in none["two_classes"].detail
 
 
 def test_a_regression_needs_a_finite_target_that_varies() -> None:

@@ -200,6 +200,12 @@ def test_a_relative_drop_is_a_share_of_the_baseline_accuracy() -> None:
     assert (result.value, result.threshold, result.outcome) == (0.25, 0.25, PASS)
     assert "0.5 of the baseline's 0.5000" in result.reason
     assert outcome(AccuracyGoal(max_relative_drop=below(0.5), confidence=None), cand, base) is FAIL
+    # decimal shares that binary floats cannot hold are exact too: 0.1 of 0.70 is 0.07
+    for share, base_wrong, cand_wrong in ((0.1, 30, 37), (0.29, 0, 29), (0.07, 0, 7)):
+        b, c = classified(100, base_wrong), classified(100, cand_wrong)
+        assert outcome(AccuracyGoal(max_relative_drop=share, confidence=None), c, b) is PASS
+        worse = classified(100, cand_wrong + 1)
+        assert outcome(AccuracyGoal(max_relative_drop=share, confidence=None), worse, b) is FAIL
     # a baseline that is never right: any share of its accuracy is 0, which no drop exceeds
     never = classified(100, 100)
     assert outcome(AccuracyGoal(max_relative_drop=0.5), never, never) is PASS
@@ -248,9 +254,10 @@ def test_fidelity_at_its_limits_passes() -> None:
     assert outcome(FidelityGoal(max_abs_error=0.5), cand, base) is PASS
     assert outcome(FidelityGoal(max_abs_error=below(0.5)), cand, base) is FAIL
     turned = Evidence(logits=np.array([[1.0, 1.0], [0.0, 2.0]]))  # cosine 1/sqrt(2) on row 1
-    cosine = (1 / math.sqrt(2) + 1) / 2
-    assert outcome(FidelityGoal(min_cosine=cosine - 1e-12), turned, base) is PASS
-    assert outcome(FidelityGoal(min_cosine=cosine + 1e-12), turned, base) is FAIL
+    cosine = FidelityGoal(min_cosine=0.5).check(turned, base).value
+    assert cosine is not None and cosine == pytest.approx((1 / math.sqrt(2) + 1) / 2)
+    assert outcome(FidelityGoal(min_cosine=cosine), turned, base) is PASS
+    assert outcome(FidelityGoal(min_cosine=above(cosine)), turned, base) is FAIL
     both = FidelityGoal(min_cosine=0.5, max_abs_error=below(1.0)).check(turned, base)
     assert (both.metric, both.outcome) == ("max_abs_error", FAIL)
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import sys
 import tomllib
+from difflib import SequenceMatcher
 from pathlib import Path
 from types import ModuleType
 
@@ -42,23 +44,46 @@ def test_mutant_names_map_to_module_and_function(name: str, module: str, functio
     assert mutate_tool()._split(name) == (module, function)
 
 
-def functions_of(path: Path) -> set[str]:
-    found = set()
-    for node in ast.parse(path.read_text()).body:
+def functions_of(path: Path) -> dict[str, list[str]]:
+    """Each function (``Class.method`` for methods) and its source lines, stripped."""
+    source = path.read_text()
+    found: dict[str, list[str]] = {}
+
+    def lines(node: ast.AST) -> list[str]:
+        text = ast.get_source_segment(source, node) or ""
+        return [line.strip() for line in text.splitlines()]
+
+    for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef):
-            found.add(node.name)
+            found[node.name] = lines(node)
         elif isinstance(node, ast.ClassDef):
-            found |= {f"{node.name}.{f.name}" for f in node.body if isinstance(f, ast.FunctionDef)}
+            for f in node.body:
+                if isinstance(f, ast.FunctionDef):
+                    found[f"{node.name}.{f.name}"] = lines(f)
     return found
+
+
+def token_changes(a: str, b: str) -> int:
+    """How many tokens differ between two lines (an operator swapped: 1; a condition forced
+    with ``(...) and False``: 4)."""
+    ta, tb = re.findall(r"\w+|[^\w\s]", a), re.findall(r"\w+|[^\w\s]", b)
+    ops = SequenceMatcher(None, ta, tb, autojunk=False).get_opcodes()
+    return sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in ops if tag != "equal")
 
 
 def test_every_equivalent_mutant_names_a_mutated_function_and_a_reason() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
     paths = [p for pattern in config["only_mutate"] for p in sorted(ROOT.glob(pattern))]
-    known = set().union(*(functions_of(p) for p in paths))
+    known: dict[str, list[str]] = {}
+    for path in paths:
+        known |= functions_of(path)
     entries = mutate_tool().load_equivalents()
     assert entries
     for entry in entries:
         assert entry.function in known, entry
         assert entry.line and len(entry.reason) > 10, entry
+        # the mutated line is an operator or two away from a line of that function
+        code = entry.line.split("  #")[0]  # the source segments end before a line's comment
+        closest = min(token_changes(code, line) for line in known[entry.function])
+        assert closest <= 4, (entry, closest)
     assert len({(e.function, e.line) for e in entries}) == len(entries)  # no entry twice

@@ -107,8 +107,17 @@ def test_knee_ties_and_small_fronts() -> None:
     # symmetric about the chord's perpendicular bisector: two points equally far; the first wins
     tied = [cand("p0", 0, 0), cand("p1", 1, 6), cand("p2", 4, 9), cand("p3", 10, 10)]
     assert pareto_knee(tied)["name"] == "p1"
-    collinear = [cand("c", 3, 0.7), cand("b", 2, 0.6), cand("a", 1, 0.5)]  # no bend: the fastest
-    assert pareto_knee(collinear)["name"] == "a"
+    # no bend: the fastest, although rounding leaves the middle point a hair off the chord
+    for points in (
+        [(1, 0.4), (2, 0.6), (3, 0.8)],
+        [(1, 0.2), (3, 0.6), (5, 1.0)],
+        [(0.1, 0.3), (0.2, 0.4), (0.3, 0.5), (0.4, 0.6)],
+        [(1, 0.5), (2, 0.6), (3, 0.7)],
+    ):
+        front = [cand(f"p{i}", lat, acc) for i, (lat, acc) in enumerate(points)]
+        assert pareto_knee(front[::-1])["name"] == "p0", points
+    unmeasured = [cand("a", 1, float("nan")), cand("b", 2, 0.6), cand("c", 3, 0.7)]
+    assert pareto_knee(unmeasured)["name"] in {"a", "b", "c"}  # no crash on a NaN
     two = [cand("slow", 2, 0.99), cand("fast", 1, 0.9)]
     assert pareto_knee(two)["name"] == "fast"
     dominated = [cand("z", 1, 0.99), cand("a", 2, 0.9), cand("b", 3, 0.5)]  # front: z alone

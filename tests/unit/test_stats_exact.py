@@ -131,6 +131,10 @@ def test_neighbours_are_by_cosine_excluding_the_row_itself() -> None:
     assert neighbour_overlap(weighted, plain, 1).tolist() == [1.0, 1.0, 1.0, 1.0]
     swapped = np.array([unit(0), unit(90), unit(10), unit(100)])
     assert neighbour_overlap(swapped, base, 1).tolist() == [0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(
+        ValueError, match=r"embeddings of one shape needed, got \(3, 2\) and \(4, 2\)"
+    ):
+        neighbour_overlap(base[:3], base, 1)
     # k = 2: row 0's two nearest are rows 1 and 2 in both; row 1's are {0, 2} in base and
     # {2, 3} (10 and 100 degrees from 90) swapped
     assert neighbour_overlap(swapped, base, 2).tolist() == [1.0, 0.5, 0.5, 1.0]

@@ -400,6 +400,7 @@ def test_lost_races_are_re_decided_until_the_move_lands(tmp_path: Path) -> None:
     assert actions(reg).count("move_alias") == 5
 
 
+@pytest.mark.timing  # 40 rival moves must outlast a 0.2 s deadline
 def test_contention_past_the_deadline_gives_up_and_says_so(tmp_path: Path) -> None:
     reg, mine = with_rival(tmp_path, rivals=40, races=40)
     with pytest.raises(AliasConflict, match=rf"kept moving .* version {mine} was published"):

@@ -141,3 +141,15 @@ def test_fastest_falls_back_to_latency_and_smallest_skips_unknown_sizes() -> Non
         and chosen["name"] == "b"
         and reason == "b is the smallest (size_bytes = 7)"
     )
+
+
+def test_knee_ties_are_decided_on_the_fronts_own_scale() -> None:
+    """Exact binary fractions, so that the areas below are computed without rounding: on a
+    front 2**20 ms wide and 0.5 high, two areas 2**-30 apart are a tie (the faster wins), two
+    2**-20 apart are not (the farther wins)."""
+    for extra, winner in ((2.0**-50, "p1"), (2.0**-40, "p2")):  # areas 2**20 * extra apart
+        front = [cand("p0", 0.0, 0.25), cand("p1", 2.0**18, 0.4375),
+                 cand("p2", 2.0**19, 0.5625 + extra), cand("p3", 2.0**20, 0.75)]  # fmt: skip
+        assert pareto_knee(front)["name"] == winner, extra
+    duplicates = [cand("b", 1, 0.9), cand("a", 1, 0.9), cand("c", 1, 0.9)]  # a front of one point
+    assert pareto_knee(duplicates)["name"] == "a"

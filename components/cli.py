@@ -356,10 +356,25 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_optimizers(args: argparse.Namespace) -> int:
-    from optimizers.registry import available
+    from optimizers.describe import config_fields, describe
+    from optimizers.registry import OptimizerRegistryError, available, get
 
+    if args.action == "show":
+        if not args.key:
+            raise InputError("optimizers show needs a KEY, e.g. slimgate optimizers show "
+                             "quantization.static_int8 (slimgate optimizers list names them)")  # fmt: skip
+        try:
+            print(describe(get(args.key)))
+        except OptimizerRegistryError as exc:
+            raise InputError(str(exc)) from None
+        return EXIT_OK
     for key, cls in available().items():
         print(f"{key:32} {cls.stage.value:5} {cls.description}")
+        if args.configs:
+            for f in config_fields(cls.config_class):
+                print(
+                    f"    {f.name} = {f.default}  ({f.type}{', ' + f.bounds if f.bounds else ''})"
+                )
     return EXIT_OK
 
 
@@ -500,8 +515,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
     )
     p.set_defaults(func=cmd_cache)
 
-    p = sub.add_parser("optimizers", help="list the registered optimizers")
-    p.add_argument("action", choices=["list"])
+    p = sub.add_parser("optimizers", help="list the registered optimizers, or show one's config")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("key", nargs="?", help="show: the optimizer, e.g. quantization.static_int8")
+    p.add_argument("--configs", action="store_true", help="list: every config field and default")
     p.set_defaults(func=cmd_optimizers)
     return parser
 

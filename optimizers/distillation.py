@@ -25,15 +25,28 @@ class DistillationConfig(OptimizerConfig):
     ``alpha`` x cross-entropy on the labels + (1 - ``alpha``) x T^2 x KL(teacher || student)
     on outputs softened by the temperature T."""
 
-    builtin: Literal["digits_cnn", "tabular_mlp"] | None = None
-    width: float = Field(default=0.5, gt=0, le=8)
-    factory: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    temperature: float = Field(default=4.0, gt=0, le=100)
+    builtin: Literal["digits_cnn", "tabular_mlp"] | None = Field(
+        default=None, description="the student's built-in architecture (or set factory)"
+    )
+    width: float = Field(
+        default=0.5,
+        gt=0,
+        le=8,
+        description="the built-in student's width, a multiple of the teacher's",
+    )
+    factory: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function that builds the student (or set builtin)",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of factory")
+    temperature: float = Field(
+        default=4.0, gt=0, le=100, description="T: how much the teacher's outputs are softened"
+    )
     alpha: float = Field(default=0.3, ge=0, le=1, description="weight of the hard-label loss")
-    epochs: int = Field(default=15, ge=1, le=1000)
-    lr: float = Field(default=3e-3, gt=0, le=1)
-    batch_size: int = Field(default=64, ge=1)
+    epochs: int = Field(default=15, ge=1, le=1000, description="training epochs of the student")
+    lr: float = Field(default=3e-3, gt=0, le=1, description="Adam learning rate")
+    batch_size: int = Field(default=64, ge=1, description="training batch size")
 
     @model_validator(mode="after")
     def _one_student(self) -> DistillationConfig:

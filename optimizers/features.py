@@ -78,10 +78,17 @@ class _Selected:
 class FeatureSelectionConfig(OptimizerConfig):
     """Keep the ``keep`` most informative input columns (a count, or a share if below 1)."""
 
-    method: Literal["mutual_info", "rfe"] = "mutual_info"
-    keep: float = Field(default=0.5, gt=0)
-    fine_tune_epochs: int = Field(default=5, ge=0, le=500)
-    lr: float = Field(default=1e-3, gt=0, le=1)
+    method: Literal["mutual_info", "rfe"] = Field(
+        default="mutual_info",
+        description="mutual information with the label, or recursive feature elimination",
+    )
+    keep: float = Field(
+        default=0.5, gt=0, description="columns kept: a count (1 or more), or a share (below 1)"
+    )
+    fine_tune_epochs: int = Field(
+        default=5, ge=0, le=500, description="fine-tuning epochs after the change (0: none)"
+    )
+    lr: float = Field(default=1e-3, gt=0, le=1, description="fine-tuning learning rate")
 
 
 @register
@@ -147,9 +154,15 @@ class PcaProjectionConfig(OptimizerConfig):
     """Project the inputs on their first principal components: ``components`` is a count, or
     the share of variance to keep if below 1."""
 
-    components: float = Field(default=0.95, gt=0)
-    fine_tune_epochs: int = Field(default=5, ge=0, le=500)
-    lr: float = Field(default=1e-3, gt=0, le=1)
+    components: float = Field(
+        default=0.95,
+        gt=0,
+        description="components kept: a count (1 or more), or the share of variance (below 1)",
+    )
+    fine_tune_epochs: int = Field(
+        default=5, ge=0, le=500, description="fine-tuning epochs after the change (0: none)"
+    )
+    lr: float = Field(default=1e-3, gt=0, le=1, description="fine-tuning learning rate")
 
 
 @register

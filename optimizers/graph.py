@@ -24,7 +24,9 @@ class GraphOptimizationConfig(OptimizerConfig):
     operator fusions (Conv+activation, Gemm+activation, ...). ``all``: also layout changes for
     the CPU it runs on; the file then belongs to that hardware."""
 
-    level: Literal["basic", "extended", "all"] = "extended"
+    level: Literal["basic", "extended", "all"] = Field(
+        default="extended", description="ONNX Runtime's graph optimization level (see above)"
+    )
     threads: int | None = Field(default=None, ge=1, description="default: the target's threads")
 
 
@@ -65,7 +67,9 @@ class TransformerFusionConfig(OptimizerConfig):
     ``onnxruntime.transformers.optimizer``; BERT-style encoders (BERT, RoBERTa, ELECTRA, ...) use
     ``bert``. Export with eager attention: the pattern of a fused SDPA call is not recognised."""
 
-    model_type: Literal["bert", "vit", "clip", "bart"] = "bert"
+    model_type: Literal["bert", "vit", "clip", "bart"] = Field(
+        default="bert", description="the fusion patterns to look for (bert: BERT-style encoders)"
+    )
     num_heads: int = Field(default=0, ge=0, description="0: read from the graph")
     hidden_size: int = Field(default=0, ge=0, description="0: read from the graph")
     gelu_approximation: bool = Field(

@@ -25,11 +25,20 @@ class SvdFactorizationConfig(OptimizerConfig):
     multiply-adds: r must be below in*out/(in+out) (with in*k*k for convolutions).
     """
 
-    rank_ratio: float | None = Field(default=None, gt=0, lt=1)
-    energy: float | None = Field(default=None, gt=0, lt=1)
+    rank_ratio: float | None = Field(
+        default=None, gt=0, lt=1, description="r as a share of the full rank (or set energy)"
+    )
+    energy: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="r keeps this share of the squared spectrum (or set rank_ratio)",
+    )
     min_params: int = Field(default=4096, ge=0, description="skip layers smaller than this")
-    fine_tune_epochs: int = Field(default=2, ge=0, le=200)
-    lr: float = Field(default=1e-3, gt=0, le=1)
+    fine_tune_epochs: int = Field(
+        default=2, ge=0, le=200, description="fine-tuning epochs after the change (0: none)"
+    )
+    lr: float = Field(default=1e-3, gt=0, le=1, description="fine-tuning learning rate")
 
     @model_validator(mode="after")
     def _one_rule(self) -> SvdFactorizationConfig:

@@ -39,13 +39,17 @@ class StructuredPruningConfig(OptimizerConfig):
     same share of them, so every remaining head keeps its size."""
 
     ratio: float = Field(default=0.5, gt=0, lt=1, description="share of channels/neurons removed")
-    importance: Literal["l1", "l2"] = "l2"
+    importance: Literal["l1", "l2"] = Field(
+        default="l2", description="norm of the weights channels are ranked by"
+    )
     global_pruning: bool = Field(default=False, description="rank across layers, not per layer")
     round_to: int | None = Field(
         default=8, ge=1, description="keep channel counts multiples of this"
     )
-    fine_tune_epochs: int = Field(default=4, ge=0, le=200)
-    lr: float = Field(default=1e-3, gt=0, le=1)
+    fine_tune_epochs: int = Field(
+        default=4, ge=0, le=200, description="fine-tuning epochs after the change (0: none)"
+    )
+    lr: float = Field(default=1e-3, gt=0, le=1, description="fine-tuning learning rate")
 
 
 def _attention_layers(model: torch.nn.Module) -> list[Any]:
@@ -128,10 +132,14 @@ class UnstructuredPruningConfig(OptimizerConfig):
     permanent. Shapes stay: ONNX Runtime's dense kernels multiply the zeros all the same, so
     this makes the model no faster; only a compressed copy of the file gets smaller."""
 
-    sparsity: float = Field(default=0.5, gt=0, lt=1)
-    scope: Literal["global", "layer"] = "global"
-    fine_tune_epochs: int = Field(default=2, ge=0, le=200)
-    lr: float = Field(default=1e-3, gt=0, le=1)
+    sparsity: float = Field(default=0.5, gt=0, lt=1, description="share of weights zeroed")
+    scope: Literal["global", "layer"] = Field(
+        default="global", description="rank weights across all layers, or within each layer"
+    )
+    fine_tune_epochs: int = Field(
+        default=2, ge=0, le=200, description="fine-tuning epochs after the change (0: none)"
+    )
+    lr: float = Field(default=1e-3, gt=0, le=1, description="fine-tuning learning rate")
 
 
 @register

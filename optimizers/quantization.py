@@ -44,13 +44,18 @@ class DynamicInt8QuantizationConfig(OptimizerConfig):
     to ``MatMul`` and quantized with them.
     """
 
-    per_channel: bool = False
+    per_channel: bool = Field(
+        default=False,
+        description="one weight scale per output channel: closer to fp32, a bit slower",
+    )
     reduce_range: bool = Field(
         default=False, description="7-bit weights, for CPUs without VNNI where int8 saturates"
     )
-    weight_type: Literal["int8", "uint8"] = "int8"
+    weight_type: Literal["int8", "uint8"] = Field(default="int8", description="weight data type")
     op_types: tuple[DynamicOpType, ...] = Field(
-        default=("MatMul", "Attention", "LSTM", "Gather"), min_length=1
+        default=("MatMul", "Attention", "LSTM", "Gather"),
+        min_length=1,
+        description="operator types quantized (Conv is slow as dynamic int8 on CPUs)",
     )
     nodes_to_exclude: tuple[str, ...] = Field(
         default=(), description="node names kept in fp32, e.g. a sensitive first or last layer"
@@ -122,14 +127,18 @@ class StaticInt8QuantizationConfig(OptimizerConfig):
     ahead of time, so ONNX Runtime fuses QuantizeLinear/DequantizeLinear pairs into int8 kernels.
     """
 
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = True
+    calibration: Literal["minmax", "entropy", "percentile"] = Field(
+        default="minmax", description="how activation ranges are set from the calibration split"
+    )
+    per_channel: bool = Field(default=True, description="one weight scale per output channel")
     calibration_rows: int = Field(
         default=256, ge=8, description="rows of the calibration split used"
     )
-    batch_size: int = Field(default=16, ge=1)
-    activation_type: Literal["uint8", "int8"] = "uint8"
-    nodes_to_exclude: tuple[str, ...] = ()
+    batch_size: int = Field(default=16, ge=1, description="calibration batch size")
+    activation_type: Literal["uint8", "int8"] = Field(
+        default="uint8", description="activation data type (uint8: asymmetric)"
+    )
+    nodes_to_exclude: tuple[str, ...] = Field(default=(), description="node names kept in fp32")
     histogram_bins: int = Field(
         default=2048,
         ge=256,
@@ -273,8 +282,8 @@ class QuantizationAwareTrainingConfig(OptimizerConfig):
     activations with running ranges; gradients pass straight through), then snap the weights
     to their int8 grid. Follow it with ``quantization.static_int8`` for the real int8 model."""
 
-    epochs: int = Field(default=3, ge=1, le=200)
-    lr: float = Field(default=5e-4, gt=0, le=1)
+    epochs: int = Field(default=3, ge=1, le=200, description="fine-tuning epochs")
+    lr: float = Field(default=5e-4, gt=0, le=1, description="learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="of the activation-range averages")
 
 

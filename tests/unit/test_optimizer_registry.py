@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pytest
 
@@ -112,3 +112,75 @@ def test_a_broken_plugin_raises_instead_of_being_skipped(
     with pytest.raises(registry.OptimizerRegistryError, match=r"'broken\.thing'.*failed to import"):
         registry.available()
     monkeypatch.setattr(registry, "_loaded", True)
+
+
+# --- what `slimgate optimizers show` and `list --configs` print -------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(registry.available()))
+def test_show_documents_every_field_of_every_builtin(
+    key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from components.cli import main
+    from optimizers.describe import config_fields
+
+    assert main(["optimizers", "show", key]) == 0
+    out = capsys.readouterr().out
+    cls = registry.get(key)
+    assert out.startswith(f"{key} (stage {cls.stage.value}, version {cls.version})")
+    for field in config_fields(cls.config_class):
+        assert field.description, f"{key}: config field {field.name} has no description"
+        assert f"    {field.name}: {field.type}" in out and field.description in out
+
+
+def test_show_reads_types_bounds_and_defaults_from_the_config_class() -> None:
+    from pydantic import Field
+
+    from optimizers.describe import config_fields
+
+    class Config(OptimizerConfig):
+        mode: Literal["fast", "exact"] = Field(default="fast", description="how")
+        share: float = Field(default=0.25, gt=0, le=1, description="of what")
+        rounds: int | None = None
+        names: tuple[str, ...] = Field(default=("a", "b"), min_length=1)
+        required: int
+
+    docs = {f.name: f for f in config_fields(Config)}
+    assert (docs["mode"].type, docs["mode"].default, docs["mode"].description) == (
+        "one of: fast, exact", "fast", "how",
+    )  # fmt: skip
+    assert (docs["share"].type, docs["share"].bounds, docs["share"].default) == (
+        "float", "> 0, <= 1", "0.25",
+    )  # fmt: skip
+    assert (docs["rounds"].type, docs["rounds"].default) == ("int or none", "none")
+    assert (docs["names"].type, docs["names"].bounds, docs["names"].default) == (
+        "list of text", "at least 1 items", "[a, b]",
+    )  # fmt: skip
+    assert docs["required"].default == "required"
+
+
+def test_a_plugin_is_listed_and_shown_like_a_builtin(
+    identity: type[_Identity], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from components.cli import main
+
+    assert main(["optimizers", "list", "--configs"]) == 0
+    listed = capsys.readouterr().out
+    assert "test.identity" in listed and "returns the module unchanged" in listed
+    assert "    ratio = 0.5  (float, > 0, < 1)" in listed  # pruning.structured's first field
+    assert main(["optimizers", "show", "test.identity"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("test.identity (stage torch, version 1)")
+    assert "no config fields" in shown
+
+
+def test_show_of_an_unknown_key_exits_2_naming_the_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from components.cli import main
+
+    assert main(["optimizers", "show", "quantization.int4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown optimizer 'quantization.int4'; known optimizers: distillation.student" in err
+    assert main(["optimizers", "show"]) == 2
+    assert "optimizers show needs a KEY" in capsys.readouterr().err

@@ -36,15 +36,38 @@ def build_builtin(
     return torch_utils.build_builtin(source.builtin, source.width, x_train, n_classes, y_train)
 
 
+def import_factory(source: FactoryModel, spec: Spec) -> Any:
+    """The function ``source.factory`` names, imported from ``source.path`` first if given,
+    then from the installed packages and PYTHONPATH, then from the spec's folder."""
+    import sys
+
+    module_name, _, attr = source.factory.partition(":")
+    first = None if source.path is None else spec.resolve(source.path)
+    if first is not None and not first.is_dir():
+        raise ModelError(f"model.path: {first} is not a folder (the factory's module is "
+                         "imported from it)")  # fmt: skip
+    # the folders stay on sys.path: the module may import its neighbours later, lazily
+    if first is not None and str(first) not in sys.path:
+        sys.path.insert(0, str(first))
+    last = str(spec.resolve("."))
+    if last not in sys.path:
+        sys.path.append(last)
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        where = f"{first}, " if first else ""
+        raise ModelError(
+            f"model.factory: cannot import {source.factory!r}: {first_line(exc)} (looked in "
+            f"{where}the installed packages, PYTHONPATH and the spec's folder {last}; set "
+            "model.path to the folder that holds the module)"
+        ) from exc
+
+
 def load_factory(source: FactoryModel, spec: Spec) -> tuple[torch.nn.Module, bool]:
     """Build the factory's model; load its weights if given. Returns (model, weights_loaded)."""
     import torch
 
-    module_name, _, attr = source.factory.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ModelError(f"model.factory: cannot import {source.factory!r}: {exc}") from exc
+    factory = import_factory(source, spec)
     model = factory(**source.kwargs)
     if not isinstance(model, torch.nn.Module):
         raise ModelError(

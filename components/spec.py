@@ -81,11 +81,16 @@ class OnnxModel(StrictModel):
 class FactoryModel(StrictModel):
     """A PyTorch model built by ``module:function``; trained unless ``weights`` is given.
 
-    ``weights`` is a ``state_dict`` file, loaded with ``torch.load(weights_only=True)``:
-    never unpickled as arbitrary objects.
+    The module is imported from ``path`` (a folder, relative to the spec) if given, else from
+    the installed packages and PYTHONPATH, and last from the spec's own folder. ``weights`` is a
+    ``state_dict`` file, loaded with ``torch.load(weights_only=True)``: never unpickled as
+    arbitrary objects.
     """
 
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    path: str | None = Field(
+        default=None, description="a folder the factory's module is imported from"
+    )
     weights: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     output: str | None = Field(
@@ -897,11 +902,16 @@ def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
+    tagged = False
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("builtin", "onnx", "factory", "path") and out in ("model", "data"):
-            continue  # discriminator tags: the user never wrote them as a level
+        elif (
+            part in ("builtin", "onnx", "factory", "path")
+            and out in ("model", "data")
+            and not tagged
+        ):
+            tagged = True  # a discriminator tag: the user never wrote it as a level
         else:
             out += f".{part}" if out else str(part)
     return out

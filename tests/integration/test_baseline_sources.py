@@ -113,3 +113,41 @@ def test_the_tabular_mlp_standardizes_inside_the_exported_model(
     metrics = baseline(spec, tmp_path / "run")
     # raw breast-cancer features span 0.001 to 4000; without in-model scaling this fails
     assert metrics["accuracy"] > 0.93
+
+
+def factory_of(spec: Any) -> Any:
+    from components.spec import FactoryModel
+
+    assert isinstance(spec.model, FactoryModel)
+    return spec.model
+
+
+def test_a_factory_is_imported_from_its_path_or_the_specs_folder(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import uuid
+
+    from components.models import import_factory
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # what the import adds is undone after
+    body = "import torch\n\ndef build():\n    return torch.nn.Linear(64, 10)\n"
+    beside, inside = f"beside_{uuid.uuid4().hex[:8]}", f"inside_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{beside}.py").write_text(body)  # next to the spec: found without anything
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / f"{inside}.py").write_text(body)
+
+    spec = load_spec(write_spec({**demo_spec, "model": {"factory": f"{beside}:build"}}))
+    assert import_factory(factory_of(spec), spec)().in_features == 64
+    spec = load_spec(
+        write_spec({**demo_spec, "model": {"factory": f"{inside}:build", "path": "src"}})
+    )
+    assert import_factory(factory_of(spec), spec)().out_features == 10
+    spec = load_spec(write_spec({**demo_spec, "model": {"factory": f"nowhere_{beside}:build"}}))
+    with pytest.raises(ModelError, match=r"cannot import .* set model.path to the folder"):
+        import_factory(factory_of(spec), spec)
+    spec = load_spec(
+        write_spec({**demo_spec, "model": {"factory": f"{inside}:build", "path": "nope"}})
+    )
+    with pytest.raises(ModelError, match=r"model.path: .*nope is not a folder"):
+        import_factory(factory_of(spec), spec)

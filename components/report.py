@@ -164,7 +164,14 @@ td{white-space:nowrap}td.l{white-space:normal}
 .pass{color:#17692b;font-weight:600}.fail{color:#b3261e;font-weight:600}
 .inconclusive{color:#a35a00;font-weight:600}.muted{color:#777}
 code{background:#f4f4f4;padding:1px 4px}
+.wide{overflow-x:auto;max-width:100%}svg{max-width:100%;height:auto}
+table.legend{width:auto;font-size:12px}
 """
+
+#: distinct colours for many series (Tableau 10), then the same with dashes
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
+           "#ff9da7", "#9c755f", "#bab0ac")  # fmt: skip
+DASHES = ("", "6 3", "2 2", "8 3 2 3")
 
 
 def _f(value: Any, fmt: str = ".4g", suffix: str = "") -> str:
@@ -272,7 +279,9 @@ def _html(d: dict[str, Any]) -> str:
             f"{len(ds['classes'])} classes; split {e(str(ds['rows_per_split']))}; "
             f"fingerprint <code>{e(ds['fingerprint'][:16])}</code></p>"
         )
-    return "\n".join(parts) + "\n"
+    page = "\n".join(parts) + "\n"
+    # wide tables scroll inside their own box instead of running off a laptop's screen
+    return page.replace("<table", '<div class="wide"><table').replace("</table>", "</table></div>")
 
 
 def _search(found: dict[str, Any] | None) -> str:
@@ -312,18 +321,19 @@ def _search(found: dict[str, Any] | None) -> str:
 
 
 def _scatter(rows: list[dict[str, Any]]) -> str:
-    """Latency (x) against accuracy (y), one dot per model, as inline SVG."""
+    """Latency (x) against accuracy (y), one numbered dot per model, as inline SVG, and a table
+    naming the numbers: labels of models at one spot cannot print over each other."""
     pts = [(r["p50_ms"], r["accuracy"], r["name"], r.get("outcome")) for r in rows
            if r.get("p50_ms") and r.get("accuracy") is not None]  # fmt: skip
     if len(pts) < 2:
         return ""
-    w, h, pad, label_room = 800, 300, 50, 160
+    w, h, pad = 800, 300, 50
     xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
     x0, x1 = 0.0, max(xs) * 1.1
     y0, y1 = min(ys) - 0.01, min(1.0, max(ys) + 0.005)
 
     def sx(v: float) -> float:
-        return pad + (v - x0) / (x1 - x0) * (w - 2 * pad - label_room)
+        return pad + (v - x0) / (x1 - x0) * (w - 2 * pad)
 
     def sy(v: float) -> float:
         return h - pad - (v - y0) / ((y1 - y0) or 1) * (h - 2 * pad)
@@ -334,33 +344,41 @@ def _scatter(rows: list[dict[str, Any]]) -> str:
         (p for p in pts if not any(q[0] <= p[0] and q[1] >= p[1] and q[:2] != p[:2] for q in pts)),
         key=lambda p: p[0],
     )
-    out = [f'<h2>Latency and accuracy</h2><svg width="{w}" height="{h}" '
-           f'xmlns="http://www.w3.org/2000/svg" font-size="11">',
-           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad - label_room}" y2="{h - pad}" stroke="#999"/>',
+    out = [f'<h2>Latency and accuracy</h2><div class="wide"><svg width="{w}" height="{h}" '
+           f'viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" font-size="11">',
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>',
            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#999"/>',
            f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">p50 latency, ms (batch '
            f'{rows[0].get("batch")})</text>',
            f'<text x="12" y="{h / 2}" transform="rotate(-90 12 {h / 2})" '
            f'text-anchor="middle">accuracy</text>',
            f'<text x="{pad}" y="{h - pad + 14}" text-anchor="middle">0</text>',
-           f'<text x="{w - pad - label_room}" y="{h - pad + 14}" text-anchor="middle">{x1:.3g}</text>',
+           f'<text x="{w - pad}" y="{h - pad + 14}" text-anchor="middle">{x1:.3g}</text>',
            f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{y0:.3f}</text>',
            f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{y1:.3f}</text>']  # fmt: skip
     if len(front) > 1:
         line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _, _ in front)
         out.append(f'<polyline fill="none" stroke="#888" stroke-dasharray="4 3" points="{line}"/>')
-        out.append(f'<text x="{sx(front[-1][0]) + 8:.1f}" y="{sy(front[-1][1]) - 8:.1f}" '
-                   'fill="#888">Pareto front</text>')  # fmt: skip
-    for i, (x, y, name, outcome) in enumerate(pts):
+    # models within a few pixels of each other share one label: "2, 5"
+    spots: dict[tuple[int, int], list[int]] = {}
+    for i, (x, y, _, outcome) in enumerate(pts, start=1):
         fill = color.get(outcome or "", "#1f5fbf")
-        # stagger the labels: models of equal accuracy would otherwise print over each other
-        lx, ly = sx(x) + 10, sy(y) + 18 + 13 * i
-        out.append(
-            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{fill}"/>'
-            f'<line x1="{sx(x):.1f}" y1="{sy(y):.1f}" x2="{lx - 2:.1f}" y2="{ly - 4:.1f}" stroke="#bbb"/>'
-            f'<text x="{lx:.1f}" y="{ly:.1f}">{html.escape(name)}</text>'
-        )
-    out.append("</svg>")
+        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{fill}" '
+                   f'fill-opacity="0.8"/>')  # fmt: skip
+        spots.setdefault((round(sx(x) / 8), round(sy(y) / 8)), []).append(i)
+    for (gx, gy), numbers in spots.items():
+        text = ", ".join(map(str, numbers))
+        out.append(f'<text x="{gx * 8 + 7}" y="{gy * 8 - 7}" font-weight="600">{text}</text>')
+    out.append("</svg></div>")
+    out.append('<table class="legend"><tr><th>#</th><th class=l>model</th><th>p50 ms</th>'
+               "<th>accuracy</th><th class=l>verdict</th></tr>")  # fmt: skip
+    on_front = {p[2] for p in front}
+    for i, (x, y, name, outcome) in enumerate(pts, start=1):
+        mark = " (Pareto front)" if name in on_front and len(front) > 1 else ""
+        out.append(f"<tr><td>{i}</td><td class=l>{html.escape(name)}{mark}</td>"
+                   f"<td>{x:.3f}</td><td>{y:.4f}</td>"
+                   f'<td class="l {html.escape(outcome or "")}">{html.escape(outcome or "-")}</td></tr>')  # fmt: skip
+    out.append("</table>")
     return "\n".join(out)
 
 
@@ -401,11 +419,12 @@ def _cdf(rows: list[dict[str, Any]]) -> str:
             series.append((r["name"], np.sort(np.asarray(samples[first])), first))
     if not series:
         return ""
-    w, h, pad, legend = 800, 300, 50, 190
+    w, pad, legend = 800, 50, 190
+    h = max(300, int(pad / 2 + 16 * len(series) + pad))  # room for every legend entry
     hi = max(float(np.percentile(s, 99.5)) for _, s, _ in series) * 1.05
-    palette = ["#1f5fbf", "#17692b", "#a35a00", "#b3261e", "#6a3d9a", "#00838f", "#5d4037"]
-    out = [f'<h2>Latency distribution (batch {series[0][2]})</h2>'
-           f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" font-size="11">',
+    out = [f'<h2>Latency distribution (batch {series[0][2]})</h2><div class="wide">'
+           f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+           f'xmlns="http://www.w3.org/2000/svg" font-size="11">',
            f'<line x1="{pad}" y1="{h - pad}" x2="{w - legend}" y2="{h - pad}" stroke="#999"/>',
            f'<line x1="{pad}" y1="{pad / 2}" x2="{pad}" y2="{h - pad}" stroke="#999"/>',
            f'<text x="{(w - legend) / 2}" y="{h - 12}" text-anchor="middle">latency, ms</text>',
@@ -414,16 +433,20 @@ def _cdf(rows: list[dict[str, Any]]) -> str:
            f'<text x="{pad - 4}" y="{pad / 2 + 4}" text-anchor="end">1</text>',
            f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">0</text>']  # fmt: skip
     for i, (name, s, _) in enumerate(series):
-        colour = palette[i % len(palette)]
+        colour = PALETTE[i % len(PALETTE)]
+        dash = DASHES[(i // len(PALETTE)) % len(DASHES)]
+        style = f' stroke-dasharray="{dash}"' if dash else ""
         idx = np.unique(np.linspace(0, s.size - 1, min(s.size, 300)).astype(int))
         pts = " ".join(
             f"{pad + min(s[j], hi) / hi * (w - legend - pad):.1f},"
             f"{h - pad - (j + 1) / s.size * (h - 1.5 * pad):.1f}"
             for j in idx
         )
-        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{pts}"/>')
-        y = pad / 2 + 14 * i
-        out.append(f'<rect x="{w - legend + 10}" y="{y - 8}" width="10" height="10" fill="{colour}"/>'
-                   f'<text x="{w - legend + 25}" y="{y + 1}">{html.escape(name)}</text>')  # fmt: skip
-    out.append("</svg>")
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5"{style} '
+                   f'points="{pts}"/>')  # fmt: skip
+        y = pad / 2 + 16 * i
+        out.append(f'<line x1="{w - legend + 8}" y1="{y - 3}" x2="{w - legend + 24}" y2="{y - 3}" '
+                   f'stroke="{colour}" stroke-width="2.5"{style}/>'
+                   f'<text x="{w - legend + 30}" y="{y + 1}">{html.escape(name)}</text>')  # fmt: skip
+    out.append("</svg></div>")
     return "\n".join(out)

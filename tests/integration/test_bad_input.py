@@ -259,6 +259,9 @@ def test_a_killed_run_is_marked_abandoned_and_resumed(tmp_path: Path) -> None:
                            text=True, timeout=300, check=False)  # fmt: skip
     assert other.returncode == 0, other.stderr
     assert json.loads((runs / "killed" / "state.json").read_text())["state"] == "abandoned"
+    # quiet by default: third-party logging goes to the run's log file, not the terminal
+    assert "great_expectations" not in other.stderr and " INFO " not in other.stderr
+    assert "INFO great_expectations" in (runs / "next" / "run.log").read_text()
     changed = write_quick_spec(tmp_path, training={"epochs": 6})
     stale = subprocess.run([sys.executable, "-m", "components.cli", "run", str(changed),
                             "--runs-dir", str(runs), "--resume", "killed"], cwd=tmp_path,

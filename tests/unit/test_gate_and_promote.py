@@ -366,3 +366,61 @@ def test_a_refused_run_whose_model_was_already_a_version_says_so(tmp_path: Path)
         promote(spec, run_dir)
     record = Promotion.read(RunLayout(run_dir).promotion)
     assert (record.status, record.version, record.created) == ("refused", 1, False)
+
+
+# --- the report of such a run ---------------------------------------------------------------
+
+
+def test_the_report_shows_every_candidate_in_tables_that_scroll_and_plots_that_do_not_collide(
+    tmp_path: Path,
+) -> None:
+    import re
+    from html.parser import HTMLParser
+
+    from components.report import render_report
+
+    candidates = {f"cand-{i:02d}": {**FAST, "wrong": 2 + i % 3, "interval": (1.6, 2.4)}
+                  for i in range(13)}  # fmt: skip
+    spec, run_dir = make_run(tmp_path, GOALS, candidates)
+    gate(spec, run_dir)
+    render_report(spec, run_dir)
+    page = RunLayout(run_dir).report_html.read_text()
+
+    class Structure(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str] = []
+            self.tables_outside_a_scroll_box = 0
+            self.polylines: list[tuple[str, str]] = []
+            self.cells: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "table" and not (self.stack and self.stack[-1] == "div.wide"):
+                self.tables_outside_a_scroll_box += 1
+            if tag == "polyline" and a.get("stroke") != "#888":  # the Pareto front's line
+                self.polylines.append((str(a.get("stroke")), str(a.get("stroke-dasharray", ""))))
+            if tag not in ("meta", "circle", "line", "rect", "polyline", "br"):
+                self.stack.append(f"{tag}.{a.get('class')}" if a.get("class") else tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            while self.stack and self.stack.pop().split(".")[0] != tag:
+                pass
+
+        def handle_data(self, data: str) -> None:
+            self.cells.append(data.strip())
+
+    found = Structure()
+    found.feed(page)
+    assert found.tables_outside_a_scroll_box == 0
+    # the latency CDF: the baseline and 13 candidates, each line told apart by colour or dash
+    assert len(found.polylines) == 14 and len(set(found.polylines)) == 14
+    # every candidate is named in the Models table and in the scatter plot's legend
+    for name in candidates:
+        assert found.cells.count(name) >= 2, name
+    # the scatter plot numbers its points; models at one spot share one label
+    svg = page[page.index("<h2>Latency and accuracy</h2>") :]
+    labels = re.findall(r'font-weight="600">([\d, ]+)</text>', svg)
+    numbers = sorted(int(n) for label in labels for n in label.split(", "))
+    assert numbers == list(range(1, 15))
+    assert any("," in label for label in labels)  # equal latency and accuracy: one spot

@@ -156,11 +156,12 @@ def report(spec: Spec, run_dir: Path) -> dict[str, Any]:
 # --- HTML --------------------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1300px;color:#222}
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1240px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}
 th:first-child,td:first-child,td.l,th.l{text-align:left}
 td{white-space:nowrap}td.l{white-space:normal}
+td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:9em}
 .pass{color:#17692b;font-weight:600}.fail{color:#b3261e;font-weight:600}
 .inconclusive{color:#a35a00;font-weight:600}.muted{color:#777}
 code{background:#f4f4f4;padding:1px 4px}
@@ -419,7 +420,10 @@ def _cdf(rows: list[dict[str, Any]]) -> str:
             series.append((r["name"], np.sort(np.asarray(samples[first])), first))
     if not series:
         return ""
-    w, pad, legend = 800, 50, 190
+    pad = 50
+    # the legend is as wide as the longest name (about 6.5 px a character at 11 px)
+    legend = max(190, 40 + int(6.5 * max(len(name) for name, _, _ in series)))
+    w = 610 + legend
     h = max(300, int(pad / 2 + 16 * len(series) + pad))  # room for every legend entry
     hi = max(float(np.percentile(s, 99.5)) for _, s, _ in series) * 1.05
     out = [f'<h2>Latency distribution (batch {series[0][2]})</h2><div class="wide">'

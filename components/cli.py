@@ -96,6 +96,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    import re
+
+    from components.init import starting_spec
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise InputError(f"{out} exists; choose another --out, or --force to replace it")
+    named_after = args.data if ":" in args.model or "_" in args.model else args.model
+    name = args.name or re.sub(r"[^a-z0-9._-]+", "-", Path(named_after).stem.lower()).strip("-")
+    text = starting_spec(args.model, args.data, name=name or "model", base=out.parent,
+                         label=args.label, tokenizer=args.tokenizer)  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}; check it with: slimgate validate {out}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from components.spec import spec_json_schema
 
@@ -514,6 +532,20 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
         "--older-than-days", type=float, default=30.0, help="prune: entries older than this"
     )
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("init", help="write a commented starting spec for a model and its data")
+    p.add_argument("model", help="a file.onnx, a Hugging Face folder, a factory module:function, "
+                                 "or digits_cnn / tabular_mlp")  # fmt: skip
+    p.add_argument("data", help="a .csv, .parquet or .npz file, or digits / breast_cancer / wine "
+                                "/ diabetes")  # fmt: skip
+    p.add_argument("-o", "--out", default="spec.yaml", help="where to write it (spec.yaml)")
+    p.add_argument("--name", help="the model's registry name (default: from MODEL)")
+    p.add_argument(
+        "--label", help="the label column (default: label/target/y/class, else the last)"
+    )
+    p.add_argument("--tokenizer", help="a local tokenizer folder, for a text column")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("optimizers", help="list the registered optimizers, or show one's config")
     p.add_argument("action", choices=["list", "show"])

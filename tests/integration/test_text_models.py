@@ -240,3 +240,22 @@ def test_labels_for_an_embedding_task_are_refused_by_name(
     with pytest.raises(DataError, match=r"texts\.csv: task embedding takes no labels, but the "
                                         r"data has a column 'label' \(data\.label\)"):  # fmt: skip
         run(load_spec(path), tmp_path / "runs")
+
+
+def test_init_writes_a_spec_that_runs_on_text_through_the_local_tokenizer(
+    encoder: dict[str, Path], tmp_path: Path
+) -> None:
+    from components.cli import main
+
+    root = encoder["root"]
+    out = tmp_path / "spec.yaml"
+    assert main(["init", str(root / "model"), str(root / "texts.csv"), "-o", str(out),
+                 "--tokenizer", str(root / "tokenizer")]) == 0  # fmt: skip
+    spec = yaml.safe_load(out.read_text())
+    assert (tmp_path / spec["model"]["huggingface"]).resolve() == (root / "model").resolve()
+    assert spec["data"]["text"] == "text" and spec["data"]["max_length"] == 32  # its positions
+    assert main(["validate", str(out)]) == 0
+    spec |= {"benchmark": QUICK_BENCHMARK, "target": {"threads": 1, "batch_sizes": [1]},
+             "goals": {"accuracy": {"max_drop": 0.2}}, "candidates": spec["candidates"][:1]}  # fmt: skip
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["run", str(out), "--runs-dir", str(tmp_path / "runs")]) in (0, 3)

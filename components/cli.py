@@ -104,9 +104,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"{out} exists; choose another --out, or --force to replace it")
-    named_after = args.data if ":" in args.model or "_" in args.model else args.model
-    name = args.name or re.sub(r"[^a-z0-9._-]+", "-", Path(named_after).stem.lower()).strip("-")
-    text = starting_spec(args.model, args.data, name=name or "model", base=out.parent,
+    from components.init import BUILTIN_MODELS
+
+    named_after = args.data if ":" in args.model or args.model in BUILTIN_MODELS else args.model
+    stem = re.sub(r"[^a-z0-9._-]+", "-", Path(named_after).stem.lower())
+    name = args.name or re.sub(r"^[^a-z0-9]+", "", stem)[:64] or "model"
+    text = starting_spec(args.model, args.data, name=name, base=out.parent,
                          label=args.label, tokenizer=args.tokenizer)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

@@ -34,6 +34,7 @@ class Found:
     rows: int | None = None
     task: str = "classification"
     max_length: int = 128  # tokens per text: at most the model's positions
+    features: int | None = None  # a table's feature columns
     notes: list[str] = field(default_factory=list)
 
 
@@ -69,6 +70,9 @@ def _model(model: str, found: Found) -> None:
         )
     elif ":" in model and not path.exists():
         found.model = {"factory": model}
+        top = model.partition(":")[0].split(".")[0]
+        if Path(f"{top}.py").is_file() or Path(top).is_dir():  # here: say where it is
+            found.model["path"] = "."
         found.notes.append(f"model: {model}(**kwargs) builds it (add kwargs: and weights: if it "
                            "is trained; without weights the baseline step trains it)")  # fmt: skip
     else:
@@ -91,8 +95,9 @@ def _data(data: str, found: Found, label: str | None, tokenizer: str | None) -> 
         with np.load(path, allow_pickle=False) as arrays:
             names = list(arrays.files)
             key = label or next((k for k in LABELS if k in names), None)
-            if key is None:
-                raise InputError(f"DATA {data}: no label array among {names}; name it with --label")
+            if key is None or key not in names:
+                raise InputError(f"DATA {data}: no label array {key or ''!r} among {names}; name "
+                                 "it with --label")  # fmt: skip
             y = arrays[key]
             shapes = {k: list(arrays[k].shape[1:]) for k in names if k != key}
         found.rows = int(y.shape[0])
@@ -108,10 +113,12 @@ def _data(data: str, found: Found, label: str | None, tokenizer: str | None) -> 
 
     frame = pd.read_csv(path, index_col=False) if path.suffix == ".csv" else pd.read_parquet(path)
     columns = [str(c) for c in frame.columns]
-    key = label or next((c for c in columns if c.lower() in LABELS), columns[-1])
+    lowered = {c.lower(): c for c in columns}
+    key = label or next((lowered[k] for k in LABELS if k in lowered), columns[-1])
     if key not in columns:
         raise InputError(f"--label {key!r}: the data has no such column; it has {columns[:8]}")
     found.rows, found.task = len(frame), _task(frame[key].to_numpy())
+    found.features = len(columns) - 1
     found.data = {"path": str(path), "label": key}
     text = [c for c in columns if c != key and (frame[c].dtype == object
                                                 or pd.api.types.is_string_dtype(frame[c]))]  # fmt: skip
@@ -125,17 +132,20 @@ def _data(data: str, found: Found, label: str | None, tokenizer: str | None) -> 
 
 
 def _task(y: Any) -> str:
+    """A guess, said so in the spec: many distinct numbers are a regression target (floats
+    above 20 values; integers above 50 that are also a tenth of the rows), anything else labels."""
     import numpy as np
 
     values = np.asarray(y)
-    if values.dtype.kind == "f" and len(np.unique(values)) > 20:
+    distinct = len(np.unique(values)) if values.dtype.kind in "biuf" else 0
+    if values.dtype.kind == "f" and distinct > 20:
+        return "regression"
+    if values.dtype.kind in "iu" and distinct > 50 and distinct > 0.1 * len(values):
         return "regression"
     return "classification"
 
 
 def _goals(found: Found) -> tuple[dict[str, Any], list[str]]:
-    from validation.stats import rows_for_lower_bound
-
     goals: dict[str, Any] = {"size": {"max_ratio": 0.5}}
     notes = []
     if found.size_bytes is None:
@@ -151,14 +161,27 @@ def _goals(found: Found) -> tuple[dict[str, Any], list[str]]:
         goals["error"] = {"metric": "mae", "max_relative_increase": 0.05}
         return goals, notes
     goals["accuracy"] = {"max_drop": 0.01}
-    test_rows = int((found.rows or 0) * 0.25)
-    need = rows_for_lower_bound(0.97, 0.95) or 0
+    from components.spec import Split
+
+    test_rows = int((found.rows or 0) * Split().test)
+    need = _rows_for_agreement(0.97, 0.99)
     if test_rows >= need:
         goals["agreement"] = {"min": 0.97}
     else:
-        notes.append(f"no agreement goal: a 0.97 agreement bound at 95% needs {need} test rows; "
-                     f"this data gives about {test_rows}")  # fmt: skip
+        notes.append(f"no agreement goal: a candidate agreeing on 99% of the examples passes "
+                     f"agreement.min 0.97 at 95% confidence from {need} test rows; this data "
+                     f"gives {test_rows} (split.test {Split().test:g})")  # fmt: skip
     return goals, notes
+
+
+def _rows_for_agreement(limit: float, rate: float) -> int:
+    """Test rows on which a model agreeing at ``rate`` passes ``limit`` at 95% confidence."""
+    from validation.stats import clopper_pearson_lower
+
+    n = 10
+    while clopper_pearson_lower(int(rate * n), n, 0.95) < limit:
+        n = int(n * 1.05) + 1
+    return n
 
 
 def _candidates(found: Found) -> tuple[list[Any], list[str]]:
@@ -205,12 +228,17 @@ def starting_spec(
     found = Found()
     _model(model, found)
     _data(data, found, label, tokenizer)
-    for part, key in ((found.model, "onnx"), (found.model, "huggingface"), (found.data, "path"),
-                      (found.data, "tokenizer")):  # fmt: skip
+    for part, key in ((found.model, "onnx"), (found.model, "huggingface"), (found.model, "path"),
+                      (found.data, "path"), (found.data, "tokenizer")):  # fmt: skip
         if key in part:
             part[key] = os.path.relpath(Path(part[key]).resolve(), base.resolve())
+    pixels = found.data.get("builtin") == "digits" or found.features == 64
+    if found.model.get("builtin") == "digits_cnn" and not pixels:
+        raise InputError("MODEL digits_cnn takes 8x8 images as 64 pixel columns (data digits); "
+                         "use tabular_mlp for a table")  # fmt: skip
     goals, goal_notes = _goals(found)
     candidates, candidate_notes = _candidates(found)
+    found.notes.append(f"task: {found.task}, guessed from the label; set task: to change it")
     spec: dict[str, Any] = {"name": name, "model": found.model, "data": found.data}
     if found.task != "classification":
         spec["task"] = found.task

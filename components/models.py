@@ -47,7 +47,9 @@ def import_factory(source: FactoryModel, spec: Spec) -> Any:
         raise ModelError(f"model.path: {first} is not a folder (the factory's module is "
                          "imported from it)")  # fmt: skip
     # the folders stay on sys.path: the module may import its neighbours later, lazily
-    if first is not None and str(first) not in sys.path:
+    if first is not None:
+        if str(first) in sys.path:
+            sys.path.remove(str(first))
         sys.path.insert(0, str(first))
     last = str(spec.resolve("."))
     if last not in sys.path:

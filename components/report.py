@@ -161,7 +161,7 @@ table{border-collapse:collapse;margin:1em 0;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}
 th:first-child,td:first-child,td.l,th.l{text-align:left}
 td{white-space:nowrap}td.l{white-space:normal}
-td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:9em}
+table:not(.legend) td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:9em}
 .pass{color:#17692b;font-weight:600}.fail{color:#b3261e;font-weight:600}
 .inconclusive{color:#a35a00;font-weight:600}.muted{color:#777}
 code{background:#f4f4f4;padding:1px 4px}
@@ -369,7 +369,10 @@ def _scatter(rows: list[dict[str, Any]]) -> str:
         spots.setdefault((round(sx(x) / 8), round(sy(y) / 8)), []).append(i)
     for (gx, gy), numbers in spots.items():
         text = ", ".join(map(str, numbers))
-        out.append(f'<text x="{gx * 8 + 7}" y="{gy * 8 - 7}" font-weight="600">{text}</text>')
+        # near the right edge the label goes to the left of its point
+        left = gx * 8 + 7 + 7 * len(text) > w - 4
+        anchor = f'x="{gx * 8 - 7}" text-anchor="end"' if left else f'x="{gx * 8 + 7}"'
+        out.append(f'<text {anchor} y="{gy * 8 - 7}" font-weight="600">{text}</text>')
     out.append("</svg></div>")
     out.append('<table class="legend"><tr><th>#</th><th class=l>model</th><th>p50 ms</th>'
                "<th>accuracy</th><th class=l>verdict</th></tr>")  # fmt: skip

@@ -34,7 +34,7 @@ def _type(annotation: Any) -> str:
         return "one of: " + ", ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         parts = [_type(a) for a in args if a is not type(None)]
-        return " or ".join(parts) + (" or none" if type(None) in args else "")
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
     if origin is tuple:
         return f"list of {_type(args[0])}" if args else "list"
     if origin is dict:
@@ -59,12 +59,15 @@ def _bounds(info: FieldInfo) -> str:
     return ", ".join(out)
 
 
-def _default(info: FieldInfo) -> str:
+def _default(info: FieldInfo) -> str:  # noqa: PLR0911 - one return per kind of value
     if info.is_required():
         return "required"
-    value = info.get_default(call_default_factory=True)
+    try:
+        value = info.get_default(call_default_factory=True)
+    except Exception:  # a default computed from the other fields
+        return "computed"
     if value is None:
-        return "none"
+        return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple | list):

@@ -152,7 +152,7 @@ def test_show_reads_types_bounds_and_defaults_from_the_config_class() -> None:
     assert (docs["share"].type, docs["share"].bounds, docs["share"].default) == (
         "float", "> 0, <= 1", "0.25",
     )  # fmt: skip
-    assert (docs["rounds"].type, docs["rounds"].default) == ("int or none", "none")
+    assert (docs["rounds"].type, docs["rounds"].default) == ("int or null", "null")  # as YAML
     assert (docs["names"].type, docs["names"].bounds, docs["names"].default) == (
         "list of text", "at least 1 items", "[a, b]",
     )  # fmt: skip

@@ -99,12 +99,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     import re
 
-    from components.init import starting_spec
+    from components.init import BUILTIN_MODELS, starting_spec
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"{out} exists; choose another --out, or --force to replace it")
-    from components.init import BUILTIN_MODELS
 
     named_after = args.data if ":" in args.model or args.model in BUILTIN_MODELS else args.model
     stem = re.sub(r"[^a-z0-9._-]+", "-", Path(named_after).stem.lower())

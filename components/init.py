@@ -8,15 +8,17 @@ what it writes; the user edits it from there.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.errors import InputError
+from components.spec import BuiltinModel, Split
 
 __all__ = ["starting_spec"]
 
-BUILTIN_MODELS = ("digits_cnn", "tabular_mlp")
+BUILTIN_MODELS = typing.get_args(BuiltinModel.model_fields["builtin"].annotation)
 BUILTIN_DATA = {"digits": (1797, "classification"), "breast_cancer": (569, "classification"),
                 "wine": (178, "classification"), "diabetes": (442, "regression")}  # fmt: skip
 LABELS = ("label", "labels", "target", "y", "class")
@@ -161,16 +163,15 @@ def _goals(found: Found) -> tuple[dict[str, Any], list[str]]:
         goals["error"] = {"metric": "mae", "max_relative_increase": 0.05}
         return goals, notes
     goals["accuracy"] = {"max_drop": 0.01}
-    from components.spec import Split
-
-    test_rows = int((found.rows or 0) * Split().test)
+    share = Split().test
+    test_rows = int((found.rows or 0) * share)
     need = _rows_for_agreement(0.97, 0.99)
     if test_rows >= need:
         goals["agreement"] = {"min": 0.97}
     else:
         notes.append(f"no agreement goal: a candidate agreeing on 99% of the examples passes "
                      f"agreement.min 0.97 at 95% confidence from {need} test rows; this data "
-                     f"gives {test_rows} (split.test {Split().test:g})")  # fmt: skip
+                     f"gives {test_rows} (split.test {share:g})")  # fmt: skip
     return goals, notes
 
 

@@ -119,6 +119,10 @@ class HuggingFaceModel(StrictModel):
     output: str | None = None
 
 
+# the key that tells which kind of model or data source a spec names (a discriminator tag)
+SOURCE_TAGS = {"model": ("builtin", "onnx", "factory", "huggingface"), "data": ("builtin", "path")}
+
+
 def _source_kind(keys: tuple[str, ...]) -> Any:
     def kind(value: Any) -> str | None:
         if isinstance(value, Mapping):
@@ -138,7 +142,7 @@ ModelSource = Annotated[
     | Annotated[FactoryModel, Tag("factory")]
     | Annotated[HuggingFaceModel, Tag("huggingface")],
     Discriminator(
-        _source_kind(("builtin", "onnx", "factory", "huggingface")),
+        _source_kind(SOURCE_TAGS["model"]),
         custom_error_type="model_source",
         custom_error_message="expected exactly one of 'builtin', 'onnx', 'factory' or 'huggingface'",
     ),
@@ -189,7 +193,7 @@ class FileData(StrictModel):
 DataSource = Annotated[
     Annotated[BuiltinData, Tag("builtin")] | Annotated[FileData, Tag("path")],
     Discriminator(
-        _source_kind(("builtin", "path")),
+        _source_kind(SOURCE_TAGS["data"]),
         custom_error_type="data_source",
         custom_error_message="expected exactly one of 'builtin' or 'path'",
     ),
@@ -906,11 +910,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif (
-            part in ("builtin", "onnx", "factory", "path")
-            and out in ("model", "data")
-            and not tagged
-        ):
+        elif part in SOURCE_TAGS.get(out, ()) and not tagged:
             tagged = True  # a discriminator tag: the user never wrote it as a level
         else:
             out += f".{part}" if out else str(part)

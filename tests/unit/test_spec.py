@@ -172,3 +172,28 @@ def test_provider_must_fit_the_device(demo_spec: dict[str, Any], write_spec: Any
     demo_spec["target"]["provider"] = "tensorrt"
     (line,) = errors_of(write_spec(demo_spec))
     assert "target: provider 'tensorrt' does not run on device 'cpu'" in line
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ({"huggingface": "bert", "output": 3}, "model.output"),
+        ({"factory": "m:build", "path": 3}, "model.path"),
+        ({"onnx": "m.onnx", "output": 3}, "model.output"),
+    ],
+)
+def test_an_error_in_a_model_source_names_the_field_as_written(
+    demo_spec: dict[str, Any], write_spec: Any, model: dict[str, Any], field: str
+) -> None:
+    demo_spec["model"] = model
+    (line,) = errors_of(write_spec(demo_spec))
+    assert f": {field}: " in line, line
+
+
+def test_the_init_tool_knows_every_builtin_dataset() -> None:
+    import typing
+
+    from components.init import BUILTIN_DATA
+    from components.spec import BuiltinData
+
+    assert set(BUILTIN_DATA) == set(typing.get_args(BuiltinData.model_fields["builtin"].annotation))

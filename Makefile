@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(PIP) install -c $(LOCK) pip
 	$(PIP) install -c $(LOCK) --group tools
 	$(PIP) install -c $(LOCK) torch
-	$(PIP) install -c $(LOCK) --build-constraint $(LOCK) -e '.[dev,airflow,kfp]'
+	$(PIP) install -c $(LOCK) --build-constraint $(LOCK) -e '.[dev,airflow,kfp,mlflow]'
 	$(BIN)/python infra/lock.py --check-env main
 	touch $@
 

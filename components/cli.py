@@ -26,7 +26,7 @@ from components.errors import (
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from components.registry import Registry
+    from components.registry import ModelRegistry
     from components.spec import Spec
 
 __all__ = ["main"]
@@ -270,7 +270,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _models(reg: Registry, model: str | None) -> list[str]:
+def _models(reg: ModelRegistry, model: str | None) -> list[str]:
     known = reg.models()
     if model is not None and model not in known:
         raise RegistryInputError(f"no model {model!r} in {reg.describe()}; it holds "
@@ -278,7 +278,7 @@ def _models(reg: Registry, model: str | None) -> list[str]:
     return [model] if model else known
 
 
-def _registry_list(reg: Registry, model: str | None) -> int:
+def _registry_list(reg: ModelRegistry, model: str | None) -> int:
     models = _models(reg, model)
     if not models:
         print(f"no models in {reg.describe()}")
@@ -306,7 +306,7 @@ def _registry_list(reg: Registry, model: str | None) -> int:
     return EXIT_OK
 
 
-def _registry_verify(reg: Registry, model: str | None, versions: list[int] | None) -> int:
+def _registry_verify(reg: ModelRegistry, model: str | None, versions: list[int] | None) -> int:
     damaged = 0
     for name in _models(reg, model):
         check = reg.check(name, versions)
@@ -330,7 +330,7 @@ def _registry_verify(reg: Registry, model: str | None, versions: list[int] | Non
     return EXIT_OK
 
 
-def _registry_gc(reg: Registry, model: str | None, older_than: timedelta) -> int:
+def _registry_gc(reg: ModelRegistry, model: str | None, older_than: timedelta) -> int:
     for name in _models(reg, model):
         removed = reg.gc(name, older_than)
         print(f"{name}: removed {len(removed)} claim(s) that never completed"

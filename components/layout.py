@@ -188,6 +188,11 @@ class RunLayout:
     def report_html(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def tracking(self) -> Path:
+        """Where the run was logged to MLflow tracking (or why it could not be)."""
+        return self.root / "tracking.json"
+
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: readers see the old file or the new one, never half of one."""

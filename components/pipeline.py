@@ -154,7 +154,8 @@ STEPS: tuple[Step, ...] = (
          inputs=(("expect", "gate"),), value=Value("promotion", _promotion),
          outputs=("promotion",)),
     Step("report", "components.report:report",
-         "write report.json and report.html", always=True, outputs=("html",)),
+         "write report.json and report.html; log the run to MLflow tracking if asked",
+         always=True, outputs=("html",)),
 )  # fmt: skip
 
 _BY_NAME = {s.name: s for s in STEPS}

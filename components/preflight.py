@@ -6,7 +6,9 @@
   ``state_dict`` of tensors (never unpickling anything else); errors name the user's path;
 - the registry: reachable, its bucket present and writable (a create-only probe object that is
   removed again), or a local path that is, or can become, a folder;
-- the cache location, the same way.
+- the cache location, the same way;
+- an MLflow registry or tracking server: it answers its API (one try, 10 s), with the
+  credentials in MLflow's environment.
 
 Every problem is one line; registry and cache problems are bad input (exit 2), found before any
 data is prepared or any model trained. The data itself is checked by the prepare step, first.
@@ -20,10 +22,11 @@ import uuid
 from pathlib import Path
 
 from components.errors import InputError, SlimgateError, first_line
+from components.registry import MLFLOW_SCHEMES
 from components.spec import FactoryModel, OnnxModel, Spec
 from components.stores import FileStore, ObjectStore, S3Store, open_store
 
-__all__ = ["PreflightError", "preflight", "probe_store"]
+__all__ = ["PreflightError", "preflight", "probe_registry", "probe_store"]
 
 
 class PreflightError(InputError):
@@ -34,7 +37,13 @@ def preflight(spec: Spec, runs_dir: Path) -> None:
     """Raise ``PreflightError`` naming every input the run could not use (after
     ``spec.missing_files()`` found every named file present)."""
     problems = _model(spec)
-    problems += [f"registry: {p}" for p in probe_store(open_store(spec.registry_uri()))]
+    problems += [f"registry: {p}" for p in probe_registry(spec.registry_uri())]
+    if spec.tracking is not None:
+        from components.mlflow_registry import probe
+
+        problems += [
+            f"tracking.mlflow: {p}" for p in probe(spec.tracking.mlflow, "experiments/search")
+        ]
     cache = spec.cache_uri(runs_dir / "run")
     if cache is not None:
         problems += [f"cache.uri: {p}" for p in probe_store(open_store(cache))]
@@ -56,6 +65,15 @@ def _model(spec: Spec) -> list[str]:
         first = first_line(exc)
         return [first if first.startswith("model.") else f"model.onnx: {first}"]
     return []
+
+
+def probe_registry(uri: str) -> list[str]:
+    """Why the registry at ``uri`` cannot be written (empty: it can)."""
+    if uri.startswith(MLFLOW_SCHEMES):
+        from components.mlflow_registry import probe
+
+        return probe(uri)
+    return probe_store(open_store(uri))
 
 
 def probe_store(store: ObjectStore) -> list[str]:

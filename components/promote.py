@@ -12,7 +12,7 @@ from components.errors import AliasRefused, PromotionRefused, RegistryError, Rej
 from components.layout import RunLayout, read_json
 from components.onnx_utils import sha256_file
 from components.records import Promotion, Verdict
-from components.registry import Published, Registry, open_registry
+from components.registry import ModelRegistry, Published, open_registry
 from components.spec import Spec
 
 __all__ = ["package_version", "promote"]
@@ -131,7 +131,7 @@ def promote(spec: Spec, run_dir: Path, expect: str | None = None) -> Promotion:
 
 
 def _alias(
-    registry: Registry, run: RunLayout, published: Published, result: Promotion, seen: int
+    registry: ModelRegistry, run: RunLayout, published: Published, result: Promotion, seen: int
 ) -> Promotion:
     """Move production to the published version; a refusal or failure is recorded first."""
     try:
@@ -155,7 +155,7 @@ def _alias(
     return result.model_copy(update={"previous": pointer.previous})
 
 
-def _seen_serial(run: RunLayout, registry: Registry, model: str) -> int:
+def _seen_serial(run: RunLayout, registry: ModelRegistry, model: str) -> int:
     """The production alias's serial when this run looked at it: when the champion step scored
     it, or else now, before publishing. A rollback after that refuses the promotion."""
     if run.champion_record.is_file():

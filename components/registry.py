@@ -41,7 +41,8 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,11 +55,13 @@ __all__ = [
     "AliasConflict",
     "Check",
     "FileRegistry",
+    "ModelRegistry",
     "Pointer",
     "Published",
     "Registry",
     "VersionState",
     "open_registry",
+    "store_registry",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _RESERVED = ("card.json", "claim.json", "abandoned.json")
 
+#: Registry URIs that name an MLflow Model Registry (the tracking server's).
+MLFLOW_SCHEMES = ("mlflow://", "mlflow+https://")
 #: How long a move of the alias waits out contention before it gives up (seconds).
 DEADLINE_S = 120.0
 #: gc never collects a claim younger than this: its writer may still be uploading.
@@ -174,6 +179,79 @@ class Check:
         return [v for v in self.states if v.state == "damaged"]
 
 
+# --- the alias policy, shared by every registry ------------------------------------------------
+
+
+def promotion_refusal(current: Pointer, version: int, alias: str, seen_serial: int) -> str | None:
+    """Why the policy refuses to move ``alias`` from ``current`` to ``version`` (None: it moves).
+
+    The alias moves only to a version newer than the one it points at; never to a version a
+    rollback withdrew; and not at all if it was rolled back after ``seen_serial``.
+    """
+    if version in current.withdrawn:
+        return f"version {version} was withdrawn by a rollback of {alias}"
+    if current.rollback_serial > seen_serial:
+        return (f"{alias} was rolled back (pointer serial {current.rollback_serial}) after this "
+                f"run looked at it (serial {seen_serial}); the candidate was not judged against "
+                f"the rolled-back champion: re-run the pipeline")  # fmt: skip
+    if version < current.version:
+        return (f"{alias} is at version {current.version}, newer than {version}; the alias only "
+                f"moves forward (a rollback moves it back)")  # fmt: skip
+    return None
+
+
+def promoted(current: Pointer | None, version: int) -> Pointer:
+    """The pointer a promotion of ``version`` writes over ``current``."""
+    if current is None:
+        return Pointer(version, None, 1, "promote", (version,))
+    return Pointer(version, current.version, current.serial + 1, "promote",
+                   (*current.history, version), current.withdrawn, current.rollback_serial)  # fmt: skip
+
+
+def rollback_target(
+    current: Pointer | None, model: str, alias: str, origin: int, to: int | None
+) -> int:
+    """The version a rollback from ``origin`` moves ``alias`` to (``to``, or the one before)."""
+    if current is None:
+        raise RegistryError(f"{model}@{alias} was removed while rolling back")
+    if origin in current.withdrawn:  # (our own landed write was recognised already)
+        raise RegistryError(f"{model}@{alias}: version {origin} was rolled back by someone else "
+                            f"meanwhile; it is at version {current.version} now, and this "
+                            f"rollback changed nothing")  # fmt: skip
+    history = list(current.history)
+    if origin not in history:
+        raise RegistryError(f"{model}@{alias}: version {origin} is no longer in its history "
+                            f"{history}; nothing was changed")  # fmt: skip
+    earlier = history[: history.index(origin)]
+    if not earlier:
+        raise RegistryInputError(f"{model}@{alias} is at version {origin}, the first it held; "
+                                 "nothing to roll back to")  # fmt: skip
+    target = earlier[-1] if to is None else to
+    if target not in earlier:
+        raise RegistryInputError(f"--to {target}: {model}@{alias} held only versions {earlier} "
+                                 f"before version {origin}")  # fmt: skip
+    return target
+
+
+def rolled_back(current: Pointer, target: int) -> Pointer:
+    """The pointer a rollback to ``target`` writes over ``current``: every version after
+    ``target`` in the history is withdrawn."""
+    history = list(current.history)
+    keep = history[: history.index(target) + 1]
+    withdrawn = tuple(v for v in history if v not in keep)
+    serial = current.serial + 1
+    return Pointer(target, current.version, serial, "rollback", tuple(keep),
+                   (*current.withdrawn, *withdrawn), serial)  # fmt: skip
+
+
+def damaged_target(model: str, alias: str, version: int, problems: list[str]) -> RegistryError:
+    return RegistryError(
+        f"{model}@{alias} points at version {version}, which is damaged "
+        f"({'; '.join(problems)}); nothing moves over a damaged registry: run "
+        f"`slimgate registry verify {model}` and roll back to an intact version"
+    )
+
+
 def _json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
 
@@ -193,7 +271,125 @@ def _load(data: bytes) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-class Registry:
+class ModelRegistry(ABC):
+    """What the pipeline and the CLI ask of a registry: :class:`Registry` on an object store,
+    ``MlflowRegistry`` on MLflow's Model Registry."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The registry as a URI, for messages and records."""
+
+    @abstractmethod
+    def models(self) -> list[str]: ...
+
+    @abstractmethod
+    def versions(self, model: str) -> list[int]:
+        """Complete versions, oldest first."""
+
+    @abstractmethod
+    def card(self, model: str, version: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def pointer(self, model: str, alias: str = "production") -> Pointer | None: ...
+
+    @abstractmethod
+    def aliases(self, model: str) -> dict[str, Pointer]: ...
+
+    @abstractmethod
+    def problems(self, model: str, version: int, card: dict[str, Any] | None = None) -> list[str]:
+        """What is wrong with a version, re-hashing every file its card lists (empty: intact)."""
+
+    @abstractmethod
+    def states(self, model: str, *, rehash: Iterable[int] = ()) -> list[VersionState]: ...
+
+    @abstractmethod
+    def check(self, model: str, versions: Iterable[int] | None = None) -> Check: ...
+
+    @abstractmethod
+    def download(self, model: str, version: int, dest: Path) -> list[Path]: ...
+
+    @abstractmethod
+    def publish(
+        self,
+        model: str,
+        files: Mapping[str, Path],
+        card: Mapping[str, Any],
+        *,
+        run_id: str | None = None,
+    ) -> Published: ...
+
+    @abstractmethod
+    def move_alias(
+        self,
+        model: str,
+        version: int,
+        *,
+        alias: str = "production",
+        seen_serial: int = 0,
+        reason: str,
+        run_id: str | None = None,
+        deadline_s: float = DEADLINE_S,
+    ) -> Pointer: ...
+
+    @abstractmethod
+    def rollback(
+        self,
+        model: str,
+        *,
+        alias: str = "production",
+        reason: str,
+        to: int | None = None,
+        run_id: str | None = None,
+        deadline_s: float = DEADLINE_S,
+    ) -> Pointer: ...
+
+    @abstractmethod
+    def gc(
+        self, model: str, older_than: timedelta, *, now: datetime | None = None
+    ) -> Sequence[int | str]:
+        """Remove what writers that never finished left behind, older than ``older_than``: the
+        version numbers (or the names of other leftovers) it removed."""
+
+    def alias(self, model: str, alias: str = "production") -> dict[str, Any] | None:
+        pointer = self.pointer(model, alias)
+        return None if pointer is None else pointer.as_json()
+
+    def verify(self, model: str, version: int) -> None:
+        """Raise unless every file of the version matches the checksum its card recorded."""
+        problems = self.problems(model, version)
+        if problems:
+            raise RegistryError(f"{model} version {version} is damaged: {'; '.join(problems)}")
+
+    def diff(self, model: str, a: int, b: int) -> dict[str, Any]:
+        """What changed from version ``a`` to version ``b``: metrics, lineage, files."""
+        ca, cb = self.card(model, a), self.card(model, b)
+        metrics = {}
+        for key in sorted(set(ca.get("metrics", {})) | set(cb.get("metrics", {}))):
+            va, vb = ca.get("metrics", {}).get(key), cb.get("metrics", {}).get(key)
+            if va != vb and not isinstance(va, dict | list):
+                metrics[key] = {"from": va, "to": vb}
+        lineage = {
+            key: {"from": ca.get("lineage", {}).get(key), "to": cb.get("lineage", {}).get(key)}
+            for key in sorted(set(ca.get("lineage", {})) | set(cb.get("lineage", {})))
+            if key != "data_profile"
+            and ca.get("lineage", {}).get(key) != cb.get("lineage", {}).get(key)
+        }
+        files = {
+            name: {"from": ca["files"].get(name), "to": cb["files"].get(name)}
+            for name in sorted(set(ca["files"]) | set(cb["files"]))
+            if ca["files"].get(name) != cb["files"].get(name)
+        }
+        return {
+            "model": model,
+            "from": a,
+            "to": b,
+            "metrics": metrics,
+            "lineage": lineage,
+            "files": files,
+        }
+
+
+class Registry(ModelRegistry):
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
@@ -262,10 +458,6 @@ class Registry:
         found = self.store.read(key)
         return None if found is None else Pointer.parse(found[0], f"{self.describe()}/{key}")
 
-    def alias(self, model: str, alias: str = "production") -> dict[str, Any] | None:
-        pointer = self.pointer(model, alias)
-        return None if pointer is None else pointer.as_json()
-
     def aliases(self, model: str) -> dict[str, Pointer]:
         out = {}
         for key in self.store.keys(f"{self._model(model)}/aliases/"):
@@ -302,12 +494,6 @@ class Registry:
                 out.append(f"{name} does not match its checksum (sha256 {seen[:12]}..., "
                            f"card says {str(digest)[:12]}...)")  # fmt: skip
         return out
-
-    def verify(self, model: str, version: int) -> None:
-        """Raise unless every file of the version matches the checksum its card recorded."""
-        problems = self.problems(model, version)
-        if problems:
-            raise RegistryError(f"{model} version {version} is damaged: {'; '.join(problems)}")
 
     def states(self, model: str, *, rehash: Iterable[int] = ()) -> list[VersionState]:
         """Every claimed number of ``model``: complete and intact, damaged, incomplete or
@@ -390,34 +576,6 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return [dest / name for name in names]
-
-    def diff(self, model: str, a: int, b: int) -> dict[str, Any]:
-        """What changed from version ``a`` to version ``b``: metrics, lineage, files."""
-        ca, cb = self.card(model, a), self.card(model, b)
-        metrics = {}
-        for key in sorted(set(ca.get("metrics", {})) | set(cb.get("metrics", {}))):
-            va, vb = ca.get("metrics", {}).get(key), cb.get("metrics", {}).get(key)
-            if va != vb and not isinstance(va, dict | list):
-                metrics[key] = {"from": va, "to": vb}
-        lineage = {
-            key: {"from": ca.get("lineage", {}).get(key), "to": cb.get("lineage", {}).get(key)}
-            for key in sorted(set(ca.get("lineage", {})) | set(cb.get("lineage", {})))
-            if key != "data_profile"
-            and ca.get("lineage", {}).get(key) != cb.get("lineage", {}).get(key)
-        }
-        files = {
-            name: {"from": ca["files"].get(name), "to": cb["files"].get(name)}
-            for name in sorted(set(ca["files"]) | set(cb["files"]))
-            if ca["files"].get(name) != cb["files"].get(name)
-        }
-        return {
-            "model": model,
-            "from": a,
-            "to": b,
-            "metrics": metrics,
-            "lineage": lineage,
-            "files": files,
-        }
 
     # --- publishing ------------------------------------------------------------------------------
 
@@ -559,38 +717,21 @@ class Registry:
         checked: set[int] = set()
 
         def decide(current: Pointer | None) -> Pointer | None:
-            if current is None:
-                return Pointer(version, None, 1, "promote", (version,))
-            if current.version == version:
+            if current is not None and current.version == version:
                 return None
-            refusal = None
-            if version in current.withdrawn:
-                refusal = f"version {version} was withdrawn by a rollback of {alias}"
-            elif current.rollback_serial > seen_serial:
-                refusal = (f"{alias} was rolled back (pointer serial {current.rollback_serial}) "
-                           f"after this run looked at it (serial {seen_serial}); the candidate was "
-                           f"not judged against the rolled-back champion: re-run the pipeline")  # fmt: skip
-            elif version < current.version:
-                refusal = (f"{alias} is at version {current.version}, newer than {version}; the "
-                           f"alias only moves forward (a rollback moves it back)")  # fmt: skip
-            if refusal:
-                self._write_event(self._new_event(
-                    model, "alias_refused", alias=alias, version=version,
-                    current=current.version, reason=refusal, run_id=run_id))  # fmt: skip
-                raise AliasRefused(f"{model} version {version} was published but {alias} did not "
-                                   f"move: {refusal}")  # fmt: skip
-            if current.version not in checked:
-                problems = self.problems(model, current.version)
-                if problems:
-                    raise RegistryError(
-                        f"{model}@{alias} points at version {current.version}, which is damaged "
-                        f"({'; '.join(problems)}); nothing moves over a damaged registry: run "
-                        f"`slimgate registry verify {model}` and roll back to an intact version"
-                    )
-                checked.add(current.version)
-            return Pointer(version, current.version, current.serial + 1, "promote",
-                           (*current.history, version), current.withdrawn,
-                           current.rollback_serial)  # fmt: skip
+            if current is not None:
+                refusal = promotion_refusal(current, version, alias, seen_serial)
+                if refusal:
+                    self._write_event(self._new_event(
+                        model, "alias_refused", alias=alias, version=version,
+                        current=current.version, reason=refusal, run_id=run_id))  # fmt: skip
+                    raise AliasRefused(f"{model} version {version} was published but {alias} "
+                                       f"did not move: {refusal}")  # fmt: skip
+                if current.version not in checked:
+                    if problems := self.problems(model, current.version):
+                        raise damaged_target(model, alias, current.version, problems)
+                    checked.add(current.version)
+            return promoted(current, version)
 
         return self._swap(model, alias, decide, action="move_alias", reason=reason,
                           run_id=run_id, deadline_s=deadline_s,
@@ -619,39 +760,21 @@ class Registry:
         checked: set[int] = set()
 
         def decide(current: Pointer | None) -> Pointer | None:
-            if current is None:
-                raise RegistryError(f"{model}@{alias} was removed while rolling back")
-            if origin in current.withdrawn:  # (our own landed write was recognised above)
-                raise RegistryError(f"{model}@{alias}: version {origin} was rolled back by someone "
-                                    f"else meanwhile; it is at version {current.version} now, and "
-                                    f"this rollback changed nothing")  # fmt: skip
-            history = list(current.history)
-            if origin not in history:
-                raise RegistryError(f"{model}@{alias}: version {origin} is no longer in its "
-                                    f"history {history}; nothing was changed")  # fmt: skip
-            earlier = history[: history.index(origin)]
-            if not earlier:
-                raise RegistryInputError(f"{model}@{alias} is at version {origin}, the first it "
-                                         "held; nothing to roll back to")  # fmt: skip
-            target = earlier[-1] if to is None else to
-            if target not in earlier:
-                raise RegistryInputError(f"--to {target}: {model}@{alias} held only versions "
-                                         f"{earlier} before version {origin}")  # fmt: skip
+            target = rollback_target(current, model, alias, origin, to)
             if target not in checked:
                 problems = self.problems(model, target)
                 if problems:
                     # intact by presence (one listing), not re-hashed: on S3 that downloads
                     intact = {s.version for s in self.states(model) if s.state == "ok"}
+                    assert current is not None  # (rollback_target raised otherwise)
+                    earlier = current.history[: current.history.index(origin)]
                     others = [v for v in earlier if v != target and v in intact]
                     hint = f"; roll back to an earlier one with --to ({others})" if others else ""
                     raise RegistryError(f"cannot roll back to {model} version {target}: it is "
                                         f"damaged ({'; '.join(problems)}){hint}")  # fmt: skip
                 checked.add(target)
-            keep = history[: history.index(target) + 1]
-            withdrawn = tuple(v for v in history if v not in keep)
-            serial = current.serial + 1
-            return Pointer(target, current.version, serial, "rollback", tuple(keep),
-                           (*current.withdrawn, *withdrawn), serial)  # fmt: skip
+            assert current is not None
+            return rolled_back(current, target)
 
         return self._swap(model, alias, decide, action="rollback", reason=reason,
                           run_id=run_id, deadline_s=deadline_s)  # fmt: skip
@@ -839,8 +962,18 @@ class FileRegistry(Registry):
         return path
 
 
-def open_registry(uri: str) -> Registry:
-    """The registry at ``s3://bucket/prefix``, ``file://PATH`` or a plain path."""
+def open_registry(uri: str) -> ModelRegistry:
+    """The registry at ``s3://bucket/prefix``, ``file://PATH``, a plain path, or
+    ``mlflow://HOST:PORT`` (MLflow's Model Registry, see :mod:`components.mlflow_registry`)."""
+    if uri.startswith(MLFLOW_SCHEMES):
+        from components.mlflow_registry import MlflowRegistry
+
+        return MlflowRegistry(uri)
+    return store_registry(uri)
+
+
+def store_registry(uri: str) -> Registry:
+    """The registry on the object store at ``s3://bucket/prefix``, ``file://PATH`` or a path."""
     store = open_store(uri)
     if isinstance(store, FileStore):
         return FileRegistry(store.root)

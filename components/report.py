@@ -149,8 +149,13 @@ def speedup_text(row: dict[str, Any]) -> str:
 
 
 def report(spec: Spec, run_dir: Path) -> dict[str, Any]:
-    """Write ``report.json`` and ``report.html`` into the run directory."""
-    return render_report(spec, run_dir)
+    """Write ``report.json`` and ``report.html`` into the run directory, and log the run to
+    MLflow tracking where the spec asks for it (``tracking.json`` says how that went)."""
+    from components.tracking import track
+
+    data = render_report(spec, run_dir)
+    track(spec, run_dir, data)
+    return data
 
 
 # --- HTML --------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ __all__ = [
     "Spec",
     "Split",
     "Target",
+    "Tracking",
     "Training",
     "Tuning",
     "load_spec",
@@ -363,6 +364,25 @@ class CacheSettings(StrictModel):
         return v
 
 
+class Tracking(StrictModel):
+    """Log each run to MLflow tracking: one run, and a nested run per candidate."""
+
+    mlflow: str = Field(
+        description="the tracking server: mlflow://HOST:PORT, mlflow+https://HOST, http(s)://..., "
+        "or mlflow:// for MLFLOW_TRACKING_URI"
+    )
+    experiment: str | None = Field(default=None, description="default: slimgate/<spec name>")
+
+    @field_validator("mlflow")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not v.startswith(("mlflow://", "mlflow+https://", "http://", "https://")):
+            raise ValueError(
+                f"{v!r}: expected mlflow://HOST:PORT, mlflow+https://HOST or http(s)://"
+            )
+        return v
+
+
 class BenchmarkSettings(StrictModel):
     """How latency is measured.
 
@@ -646,6 +666,7 @@ class Spec(StrictModel):
     )
     registry: str = "file://./registry"
     cache: CacheSettings = CacheSettings()
+    tracking: Tracking | None = None
     schedule: str | None = Field(default=None, description="cron expression for the Airflow DAG")
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -658,8 +679,11 @@ class Spec(StrictModel):
             if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
                 raise ValueError(f"{v!r}: {bucket!r} is not a valid S3 bucket name")
             return v
+        if v.startswith(("mlflow://", "mlflow+https://")):
+            return v
         if "://" in v and not v.startswith("file://"):
-            raise ValueError(f"{v!r}: expected s3://BUCKET/PREFIX, file://PATH or a plain path")
+            raise ValueError(f"{v!r}: expected s3://BUCKET/PREFIX, mlflow://HOST:PORT (MLflow's "
+                             "Model Registry), file://PATH or a plain path")  # fmt: skip
         return v
 
     def _model_problems(self) -> list[str]:
@@ -848,8 +872,8 @@ class Spec(StrictModel):
 
     def registry_uri(self) -> str:
         """The registry as a URI; a relative path is made absolute against the spec's folder."""
-        if self.registry.startswith("s3://"):
-            return self.registry.rstrip("/")
+        if self.registry.startswith(("s3://", "mlflow://", "mlflow+https://")):
+            return self.registry.rstrip("/") if self.registry.startswith("s3://") else self.registry
         return f"file://{self.resolve(self.registry)}"
 
     def digest(self) -> str:

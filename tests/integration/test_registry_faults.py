@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from faultproxy import FaultProxy
 
-from components.registry import Registry, open_registry
+from components.registry import Registry, store_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ def puts(proxy: FaultProxy, since: int) -> list[str]:
 def test_a_lost_reply_at_every_write_loses_nothing(
     proxy: FaultProxy, tmp_path: Path, fate: str
 ) -> None:
-    reg = open_registry(fresh_uri("s3", tmp_path))
+    reg = store_registry(fresh_uri("s3", tmp_path))
     promote(reg, artifact(tmp_path, b"first"), "setup")
     start = len(proxy.log)
     promote(reg, artifact(tmp_path, b"second"), "clean")
@@ -120,7 +120,7 @@ def test_a_lost_reply_at_every_write_loses_nothing(
     # claim, model, report, card, publish event, swap, move event
     assert writes == 7, puts(proxy, start)
     for n in range(writes):  # the n-th write of a promotion meets its fate, for every n
-        reg = open_registry(fresh_uri("s3", tmp_path))
+        reg = store_registry(fresh_uri("s3", tmp_path))
         promote(reg, artifact(tmp_path, b"first"), "setup")
         start = len(proxy.log)
         proxy.plan = nth_put(fate, start, n)
@@ -145,7 +145,7 @@ def test_a_flaky_network_is_waited_out(proxy: FaultProxy, tmp_path: Path) -> Non
         return rng.choice(fates)
 
     proxy.plan = flaky
-    reg = open_registry(fresh_uri("s3", tmp_path))
+    reg = store_registry(fresh_uri("s3", tmp_path))
     for i in range(3):
         promote(reg, artifact(tmp_path, bytes([i]) * 2000), f"run-{i}")
     proxy.plan = lambda m, p, i: "pass"
@@ -159,8 +159,8 @@ KILLED = textwrap.dedent("""
     import os, signal, sys
     from datetime import UTC, datetime, timedelta
     from pathlib import Path
-    from components.registry import open_registry
-    reg = open_registry(sys.argv[1])
+    from components.registry import store_registry
+    reg = store_registry(sys.argv[1])
     op, kill_after, count = sys.argv[2], int(sys.argv[4]), [0]
 
     def counted(fn):
@@ -231,7 +231,7 @@ def test_sigkill_at_every_write_leaves_a_state_verify_accepts_or_repairs(
     outcomes = []
     for n in range(1, 20):
         uri = fresh_uri(kind, tmp_path / str(n))
-        reg = open_registry(uri)
+        reg = store_registry(uri)
         setup(reg, tmp_path, op)
         proc = subprocess.run([sys.executable, "-c", KILLED, uri, op,
                                str(artifact(tmp_path, b"new")), str(n)], check=False,
@@ -256,9 +256,9 @@ PROMOTER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from components.errors import AliasRefused
-    from components.registry import AliasConflict, open_registry
+    from components.registry import AliasConflict, store_registry
     uri, worker, rounds, start, tmp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), Path(sys.argv[5])
-    reg = open_registry(uri)
+    reg = store_registry(uri)
     time.sleep(max(0.0, start - time.time()))
     for r in range(rounds):
         path = tmp / f"w{worker}-r{r}.onnx"
@@ -279,8 +279,8 @@ PROMOTER = textwrap.dedent("""
 
 ROLLBACK = textwrap.dedent("""
     import json, sys, time
-    from components.registry import open_registry
-    reg = open_registry(sys.argv[1])
+    from components.registry import store_registry
+    reg = store_registry(sys.argv[1])
     deadline = time.time() + 120
     while time.time() < deadline:
         pointer = reg.pointer("m")
@@ -302,7 +302,7 @@ def test_racing_promoters_and_a_rollback_keep_the_policy_and_lose_nothing(
         fates: list[str | float] = ["drop", "reset", 0.02, *["pass"] * 37]
         fp.plan = lambda m, p, i: "pass" if m != "PUT" else rng.choice(fates)
     uri = fresh_uri(kind, tmp_path)
-    reg = open_registry(uri)
+    reg = store_registry(uri)
     promote(reg, artifact(tmp_path, b"seed"), "seed")
     workers, rounds = 8, 5
     start = time.time() + 4  # every interpreter imported and waiting

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from components.errors import AliasRefused, RegistryError
-from components.registry import Registry, open_registry
+from components.registry import Registry, store_registry
 from components.stores import S3Store
 
 
 @pytest.fixture
 def registry(s3_endpoint: str) -> Registry:
-    return open_registry(f"s3://models/test-{uuid.uuid4().hex[:8]}")
+    return store_registry(f"s3://models/test-{uuid.uuid4().hex[:8]}")
 
 
 def artifact(tmp_path: Path, content: bytes) -> Path:
@@ -57,7 +57,7 @@ def test_versions_aliases_and_events_over_http(registry: Registry, tmp_path: Pat
 
 
 def test_a_missing_bucket_is_named(s3_endpoint: str, tmp_path: Path) -> None:
-    reg = open_registry("s3://no-such-bucket/x")
+    reg = store_registry("s3://no-such-bucket/x")
     with pytest.raises(
         RegistryError, match=r"bucket 'no-such-bucket' does not exist at http://127\.0\.0\.1"
     ):
@@ -70,7 +70,7 @@ def test_an_unreachable_endpoint_fails_after_bounded_retries(
     monkeypatch.setenv(
         "AWS_ENDPOINT_URL", "http://127.0.0.1:9"
     )  # nothing listens on the discard port
-    reg = open_registry("s3://models/x")
+    reg = store_registry("s3://models/x")
     start = time.monotonic()
     with pytest.raises(
         RegistryError, match=r"cannot reach the S3 endpoint http://127\.0\.0\.1:9 after 4 attempts"

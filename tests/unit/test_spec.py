@@ -125,7 +125,12 @@ def test_registry_uri_forms(demo_spec: dict[str, Any], write_spec: Any) -> None:
     assert "registry" in line and "'Bad_Bucket' is not a valid S3 bucket name" in line
     demo_spec["registry"] = "gs://elsewhere"
     (line,) = errors_of(write_spec(demo_spec))
-    assert "expected s3://BUCKET/PREFIX, file://PATH or a plain path" in line
+    assert "expected s3://BUCKET/PREFIX, mlflow://HOST:PORT (MLflow's Model Registry), " in line
+    demo_spec["registry"] = "mlflow://tracking.internal:5000"
+    assert load_spec(write_spec(demo_spec)).registry_uri() == "mlflow://tracking.internal:5000"
+    demo_spec["tracking"] = {"mlflow": "ftp://x"}
+    (line,) = errors_of(write_spec(demo_spec))
+    assert "tracking.mlflow" in line and "expected mlflow://HOST:PORT" in line
 
 
 def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:

@@ -333,8 +333,9 @@ def _registry_verify(reg: ModelRegistry, model: str | None, versions: list[int] 
 def _registry_gc(reg: ModelRegistry, model: str | None, older_than: timedelta) -> int:
     for name in _models(reg, model):
         removed = reg.gc(name, older_than)
-        print(f"{name}: removed {len(removed)} claim(s) that never completed"
-              + (f": {', '.join(f'v{v}' for v in removed)}" if removed else ""))  # fmt: skip
+        what = [f"v{v}" if isinstance(v, int) else str(v) for v in removed]
+        print(f"{name}: removed {len(removed)} leftover(s) of writes that never completed"
+              + (f": {', '.join(what)}" if what else ""))  # fmt: skip
     return EXIT_OK
 
 
@@ -486,8 +487,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat parse
 
     p = sub.add_parser(
         "registry", help="read the model registry, roll an alias back",
-        description="--registry takes s3://BUCKET/PREFIX, file://PATH or a path; S3 credentials "
-        "and endpoint come from the standard AWS chain (AWS_PROFILE, AWS_ENDPOINT_URL, ...).",
+        description="--registry takes s3://BUCKET/PREFIX, mlflow://HOST:PORT, file://PATH or a path; "
+        "S3 credentials and endpoint come from the standard AWS chain (AWS_PROFILE, "
+        "AWS_ENDPOINT_URL, ...), MLflow's from its environment (MLFLOW_TRACKING_TOKEN, ...).",
     )  # fmt: skip
     rsub = p.add_subparsers(dest="registry_cmd", required=True)
     r = rsub.add_parser("list", help="list models and versions")

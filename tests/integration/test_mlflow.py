@@ -343,3 +343,32 @@ def test_an_unreachable_server_is_bad_input_found_before_any_work(
     spec = write_quick_spec(tmp_path, tracking={"mlflow": f"http://127.0.0.1:{port}"})
     assert main(["validate", str(spec)]) == 2
     assert "tracking.mlflow: cannot reach the MLflow server" in capsys.readouterr().err
+
+
+def test_diff_and_gc_through_the_cli_and_gc_never_deletes_a_version(
+    mlflow_server: str, reg: MlflowRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from components.mlflow_registry import EXPERIMENT, UPLOAD
+
+    name = fresh()
+    one, two = promote(reg, name, tmp_path, 1), promote(reg, name, tmp_path, 2)
+    capsys.readouterr()
+    assert main(["registry", "diff", name, str(one), str(two), "--registry", mlflow_server]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == {
+        "from": 0.901, "to": 0.902}  # fmt: skip
+    client = mlflow_client(mlflow_server)
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    orphan = client.create_run(experiment, tags={UPLOAD: name}).info.run_id  # never a version
+    dead = publish(reg, name, tmp_path, 3)
+    reg._beats.pop((name, dead)).stop()
+    client.set_model_version_tag(name, str(dead), BEAT, f"{time.time() - 120:.3f}")
+    later = datetime.now(UTC) + timedelta(hours=2)
+    removed = reg.gc(name, timedelta(hours=1), now=later)
+    assert removed == [f"upload run {orphan}", dead]
+    assert client.get_run(orphan).info.lifecycle_stage == "deleted"
+    assert client.get_model_version(name, str(dead)).tags[STATE] == "abandoned"
+    assert reg.versions(name) == [one, two, dead] and reg.problems(name, two) == []
+    assert main(["registry", "gc", name, "--older-than", "1h", "--registry", mlflow_server]) == 0
+    assert f"{name}: removed 0 leftover(s)" in capsys.readouterr().out

@@ -91,6 +91,7 @@ BEAT = "slimgate.beat"
 CARD_SHA = "slimgate.card_sha256"
 MODEL_SHA = "slimgate.model_sha256"
 UPLOAD = "slimgate.upload"
+WITHDRAWN = "slimgate.withdrawn"
 
 
 def tracking_uri(uri: str) -> str:
@@ -193,6 +194,25 @@ def _fresh(beat: str | None, now: float) -> bool:
         return False
 
 
+#: MLflow keeps a registered model's tag in a 5000-character column (SQL backends enforce it).
+_TAG_MAX = 5000
+
+
+def _compact(pointer: Pointer) -> str:
+    """The pointer's record as JSON within ``_TAG_MAX``: the oldest history and withdrawn
+    entries go first (withdrawn versions also carry the ``slimgate.withdrawn`` tag)."""
+    history, withdrawn = list(pointer.history), list(pointer.withdrawn)
+    while True:
+        data = {**pointer.as_json(), "history": history, "withdrawn": withdrawn}
+        text = json.dumps(data, sort_keys=True)
+        if len(text) <= _TAG_MAX or (len(history) <= 2 and not withdrawn):
+            return text
+        if len(withdrawn) > len(history) // 2:
+            withdrawn = withdrawn[len(withdrawn) // 4 + 1 :]
+        else:
+            history = history[len(history) // 4 + 1 :]
+
+
 class MlflowRegistry(ModelRegistry):
     """slimgate's registry protocol on an MLflow tracking server's Model Registry."""
 
@@ -282,11 +302,21 @@ class MlflowRegistry(ModelRegistry):
         return source.removeprefix("runs:/").split("/", 1)[0]
 
     def _fetch(self, mv: Any, name: str, dest_dir: Path) -> Path | None:
-        """Download one file of a version into ``dest_dir``; None if it is not there."""
-        got = self._maybe(f"downloading {name} of {mv.name} version {mv.version}",
-                          self.client.download_artifacts, self._run_of(mv),
-                          f"{_ARTIFACTS}/{name}", str(dest_dir))  # fmt: skip
-        return None if got is None else Path(got)
+        """Download one file of a version into ``dest_dir``; None if it is not there.
+
+        MLflow's artifact stores answer a missing file in several ways (a 404 gathered into a
+        generic error, FileNotFoundError, a botocore error), so a failed download lists the
+        folder to tell a missing file from a store that failed."""
+        run = self._run_of(mv)
+        try:
+            return Path(self.client.download_artifacts(run, f"{_ARTIFACTS}/{name}", str(dest_dir)))
+        except Exception as exc:
+            listed = self._call(f"listing the files of {mv.name} version {mv.version}",
+                                self.client.list_artifacts, run, _ARTIFACTS)  # fmt: skip
+            if name not in {Path(f.path).name for f in listed}:
+                return None
+            raise _error(self.target, f"downloading {name} of {mv.name} version {mv.version}",
+                         exc) from None  # fmt: skip
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -344,9 +374,12 @@ class MlflowRegistry(ModelRegistry):
         if recorded.version == actual:
             return recorded
         # moved outside slimgate, or by a writer killed between the alias and its record
+        if actual in recorded.history:  # back to a version it held: a rollback
+            back = rolled_back(recorded, actual)
+            return Pointer(actual, recorded.version, back.serial, "external", back.history,
+                           back.withdrawn, back.rollback_serial)  # fmt: skip
         return Pointer(actual, recorded.version, recorded.serial, "external",
-                       (*[v for v in recorded.history if v != actual], actual),
-                       recorded.withdrawn, recorded.rollback_serial)  # fmt: skip
+                       (*recorded.history, actual), recorded.withdrawn, recorded.rollback_serial)  # fmt: skip
 
     def aliases(self, model: str) -> dict[str, Pointer]:
         rm = self._registered(model)
@@ -356,7 +389,14 @@ class MlflowRegistry(ModelRegistry):
                                    if k.startswith("slimgate.pointer.")}  # fmt: skip
         out = {}
         for name in sorted(names):
-            if _ALIAS.match(name) and (pointer := self._current(rm, model, name)) is not None:
+            if not _ALIAS.match(name):
+                continue
+            try:
+                pointer = self._current(rm, model, name)
+            except RegistryError as exc:  # removed outside slimgate: promotions stop on it
+                log.warning("%s", exc)
+                continue
+            if pointer is not None:
                 out[name] = pointer
         return out
 
@@ -542,15 +582,18 @@ class MlflowRegistry(ModelRegistry):
             v = int(mv.version)
             if mv.status != "READY" or self.problems(model, v):
                 continue
-            if pointer is not None and (v <= pointer.version or v in pointer.withdrawn):
+            withdrawn = bool(mv.tags.get(WITHDRAWN)) or (
+                pointer is not None and v in pointer.withdrawn
+            )
+            if withdrawn or (pointer is not None and v <= pointer.version):
                 return v
         return None
 
-    def _beat_version(self, model: str, version: int) -> _Beat:
+    def _beat_version(self, model: str, version: int, lifetime_s: float = 600.0) -> _Beat:
         def write(value: str) -> None:
             self.client.set_model_version_tag(model, str(version), BEAT, value)
 
-        return _Beat(write, lifetime_s=4 * DEADLINE_S)
+        return _Beat(write, lifetime_s=lifetime_s)
 
     def _settle(self, model: str, version: int, state: str, reason: str = "") -> None:
         """Record how the version's promotion ended (it is no longer anyone's turn)."""
@@ -579,22 +622,23 @@ class MlflowRegistry(ModelRegistry):
         """Point ``alias`` at ``version`` under the policy of ``Registry.move_alias``, once no
         lower-numbered version is pending (see the module's docstring)."""
         self._alias(alias)
-        pending = False
+        pending = (model, version) in self._beats  # published here: settled whatever happens
         try:
-            self.verify(model, version)
             mv = self._version(model, version)
-            pending = mv.tags.get(STATE) == "pending"
+            pending = pending or mv.tags.get(STATE) == "pending"
+            if pending:  # beat for as long as this move may take
+                self._restart_beat(model, version, 2 * deadline_s + 600)
+            self.verify(model, version)
             if pending:
-                self._wait(model, deadline_s, below=version, what=f"version {version}")
+                self._wait(model, deadline_s, below=version, what=f"version {version}",
+                           outcome="it was published but not aliased")  # fmt: skip
             rm = self._registered(model)
             current = self._current(rm, model, alias)
             if current is not None and current.version == version:
                 if pending:
                     self._settle(model, version, "aliased")
                 return current
-            refusal = self._rollback_running(rm, alias)
-            if current is not None and refusal is None:
-                refusal = promotion_refusal(current, version, alias, seen_serial)
+            refusal = self._refusal(rm, mv, current, alias, seen_serial)
             if refusal:
                 if pending:
                     self._settle(model, version, "refused", refusal)
@@ -623,6 +667,23 @@ class MlflowRegistry(ModelRegistry):
                 self._settle(model, version, "failed", str(exc))
             raise
 
+    def _restart_beat(self, model: str, version: int, lifetime_s: float) -> None:
+        old = self._beats.pop((model, version), None)
+        if old is not None:
+            old.stop()
+        self._beats[(model, version)] = self._beat_version(model, version, lifetime_s)
+
+    def _refusal(
+        self, rm: Any, mv: Any, current: Pointer | None, alias: str, seen_serial: int
+    ) -> str | None:
+        """Why the policy refuses to move ``alias`` to ``mv`` now (None: it moves)."""
+        refusal = self._rollback_running(rm, alias)
+        if refusal is None and mv.tags.get(WITHDRAWN):
+            refusal = f"version {mv.version} was withdrawn by a rollback of {alias}"
+        if current is not None and refusal is None:
+            refusal = promotion_refusal(current, int(mv.version), alias, seen_serial)
+        return refusal
+
     def _write(
         self, model: str, alias: str, pointer: Pointer, *, action: str, reason: str,
         run_id: str | None, **details: Any,
@@ -631,17 +692,28 @@ class MlflowRegistry(ModelRegistry):
         move that the next reader adopts)."""
         event = {"time": datetime.now(UTC).isoformat(), "action": action, "model": model,
                  "alias": alias, "version": pointer.version, "previous": pointer.previous,
-                 "reason": reason, "run_id": run_id, "user": _user(),
+                 "reason": reason[:300], "run_id": run_id, "user": _user(),
                  "host": socket.gethostname(), "serial": pointer.serial, **details}  # fmt: skip
         pointer = Pointer(pointer.version, pointer.previous, pointer.serial, pointer.mode,
                           pointer.history, pointer.withdrawn, pointer.rollback_serial, event)  # fmt: skip
+        record = _compact(pointer)
         self._call(f"moving {model}@{alias}", self.client.set_registered_model_alias, model,
                    alias, str(pointer.version))  # fmt: skip
-        self._call(f"recording {model}@{alias}", self.client.set_registered_model_tag, model,
-                   f"slimgate.pointer.{alias}", json.dumps(pointer.as_json(), sort_keys=True))  # fmt: skip
+        for attempt in range(4):  # the alias has moved: its record must follow
+            try:
+                self.client.set_registered_model_tag(model, f"slimgate.pointer.{alias}", record)
+                break
+            except Exception as exc:
+                if attempt == 3:
+                    log.warning("%s@%s moved to version %d, but its record could not be written "
+                                "(%s); the next reader adopts the move", model, alias,
+                                pointer.version, exc)  # fmt: skip
+                time.sleep(0.5 * 2**attempt)
         return pointer
 
-    def _wait(self, model: str, deadline_s: float, *, below: int | None, what: str) -> None:
+    def _wait(
+        self, model: str, deadline_s: float, *, below: int | None, what: str, outcome: str
+    ) -> None:
         """Wait until no version (below ``below``, or none at all) is pending with a live beat."""
         start = time.monotonic()
         pause = 0.05
@@ -655,7 +727,7 @@ class MlflowRegistry(ModelRegistry):
             if waited > deadline_s:
                 raise AliasConflict(
                     f"{model}: {what} waited {waited:.0f} s for the promotions of versions "
-                    f"{live} to finish; it was published but not aliased"
+                    f"{live} to finish; {outcome}"
                 )
             time.sleep(pause * (0.5 + 0.5 * (uuid.uuid4().int % 1000) / 1000))
             pause = min(pause * 2, 1.0)
@@ -701,7 +773,8 @@ class MlflowRegistry(ModelRegistry):
             if self._rollback_running(self._registered(model), alias, mine=key):
                 raise RegistryError(f"{model}@{alias}: another rollback is running; nothing was "
                                     "changed")  # fmt: skip
-            self._wait(model, deadline_s, below=None, what="the rollback")
+            self._wait(model, deadline_s, below=None, what="the rollback",
+                       outcome="nothing was changed")  # fmt: skip
             current = self._current(self._registered(model), model, alias)
             target = rollback_target(current, model, alias, origin, to)
             if problems := self.problems(model, target):
@@ -710,13 +783,11 @@ class MlflowRegistry(ModelRegistry):
             assert current is not None  # (rollback_target raised otherwise)
             pointer = rolled_back(current, target)
             withdrawn = [v for v in pointer.withdrawn if v not in current.withdrawn]
-            pointer = self._write(model, alias, pointer, action="rollback", reason=reason,
-                                  run_id=run_id, withdrawn=withdrawn)  # fmt: skip
-            for v in withdrawn:
-                with contextlib.suppress(Exception):
-                    self.client.set_model_version_tag(model, str(v), "slimgate.withdrawn",
-                                                      f"rollback of {alias}: {reason}"[:4000])  # fmt: skip
-            return pointer
+            for v in withdrawn:  # first: the tags keep them withdrawn if the record is lost
+                self._call(f"withdrawing {model} version {v}", self.client.set_model_version_tag,
+                           model, str(v), WITHDRAWN, f"rollback of {alias}: {reason}"[:4000])  # fmt: skip
+            return self._write(model, alias, pointer, action="rollback", reason=reason,
+                               run_id=run_id, withdrawn=withdrawn)  # fmt: skip
         finally:
             beat.stop()
             with contextlib.suppress(Exception):

@@ -68,7 +68,9 @@ def _model(spec: Spec) -> list[str]:
 
 
 def probe_registry(uri: str) -> list[str]:
-    """Why the registry at ``uri`` cannot be written (empty: it can)."""
+    """Why the registry at ``uri`` cannot be used: an object store must take a create-only
+    write; an MLflow server must answer its registry API (a read: a token that may read but not
+    write is found at the promote step)."""
     if uri.startswith(MLFLOW_SCHEMES):
         from components.mlflow_registry import probe
 

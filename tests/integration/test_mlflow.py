@@ -316,11 +316,17 @@ def test_an_alias_moved_outside_slimgate_is_adopted(
     client = mlflow_client(mlflow_server)
     client.set_registered_model_alias(name, "production", str(one))  # someone, in the UI
     pointer = reg.pointer(name)
-    assert pointer is not None
-    assert (pointer.version, pointer.mode, pointer.history) == (one, "external", (two, one))
-    three = promote(reg, name, tmp_path, 3)
+    assert pointer is not None  # back to a version it held: taken as a rollback
+    assert (pointer.version, pointer.mode, pointer.history, pointer.withdrawn) == (
+        one, "external", (one,), (two,))  # fmt: skip
+    three = publish(reg, name, tmp_path, 3)
+    with pytest.raises(AliasRefused, match="was rolled back"):  # judged before it
+        reg.move_alias(name, three, reason="stale", seen_serial=2)
+    four = publish(reg, name, tmp_path, 4)
+    reg.move_alias(name, four, reason="after it", seen_serial=pointer.serial)
+    client.set_registered_model_alias(name, "production", str(three))  # a version it never held
     pointer = reg.pointer(name)
-    assert pointer is not None and (pointer.version, pointer.history) == (three, (two, one, three))
+    assert pointer is not None and (pointer.version, pointer.history) == (three, (one, four, three))
     client.delete_registered_model_alias(name, "production")
     with pytest.raises(RegistryError, match="was removed outside slimgate"):
         reg.pointer(name)

@@ -344,7 +344,7 @@ def test_the_cli_lists_verifies_and_collects(
     assert main(["registry", "verify", *where]) == 1
     assert "m\tv2\tDAMAGED: model.onnx does not match" in capsys.readouterr().out
     assert main(["registry", "gc", "--older-than", "7d", *where]) == 0
-    assert "removed 0 claim(s)" in capsys.readouterr().out
+    assert "removed 0 leftover(s)" in capsys.readouterr().out
 
 
 class Competitor(FileStore):

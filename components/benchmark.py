@@ -220,6 +220,17 @@ def theoretical_limit(cost: GraphCost, target: Target) -> dict[str, Any] | None:
     }
 
 
+def row_shapes(data: Path | None) -> dict[str, tuple[int, ...]]:
+    """One row's shape of each input of a split (what sizes a model's other symbolic axes)."""
+    if data is None:
+        return {}
+    with np.load(data, allow_pickle=False) as arrays:
+        if "x" in arrays.files:  # one unnamed input: it sizes every input of one-input models
+            return {"*": tuple(arrays["x"].shape[1:])}
+        return {k.removeprefix("input."): tuple(arrays[k].shape[1:])
+                for k in arrays.files if k.startswith("input.")}  # fmt: skip
+
+
 def benchmark(
     model: Path,
     data: Path | None,
@@ -239,9 +250,10 @@ def benchmark(
         raws = {
             b: run_worker(request(model, data, b, target, settings)) for b in target.batch_sizes
         }
+    rows = row_shapes(data)
     for batch, raw in raws.items():
         used = raw["providers_used"]
-        cost = graph_cost(model, batch)
+        cost = graph_cost(model, batch, rows)
         stats = summarize(raw["samples_ms"], settings.confidence)
         # Nodes whose shapes ONNX cannot infer (ONNX Runtime's fused contrib ops) hide their
         # MACs: say "unknown" rather than report a count that is too low, or a limit from it.
@@ -271,7 +283,7 @@ def benchmark(
             "load": raw["load"],
             "samples_ms": raw["samples_ms"],
         }
-    first_cost = graph_cost(model, 1)
+    first_cost = graph_cost(model, 1, rows)
     record = {
         "model": str(model),
         "size_bytes": model.stat().st_size,

@@ -171,7 +171,7 @@ def print_bench(record: dict[str, Any], comparison: dict[str, Any] | None) -> No
     macs = (
         f"{record['macs_per_example'] / 1e6:.1f} M MACs per example"
         if record["macs_per_example"] is not None
-        else f"MACs unknown ({len(record['uncounted_nodes'])} fused nodes ONNX cannot size)"
+        else f"MACs unknown ({len(record['uncounted_nodes'])} nodes whose shapes could not be inferred)"
     )
     out.print(
         f"{record['model']}: {record['size_bytes'] / 1e6:.2f} MB, {record['parameters']:,} parameters, {macs}"

@@ -133,9 +133,10 @@ def _attention_shape(path: Path) -> tuple[int, int] | None:
     and its output is transposed back to (batch, sequence, heads, head size).
     """
     import onnx
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    model = SymbolicShapeInference.infer_shapes(onnx.load(str(path)), auto_merge=True)
+    from optimizers.onnx_utils import infer_shapes
+
+    model = infer_shapes(onnx.load(str(path)))
     shapes = {
         v.name: [
             d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim

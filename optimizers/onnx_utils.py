@@ -65,3 +65,32 @@ def infer(
     outs = [sess.run([names[index]], take(fed, slice(i, i + batch)))[0]
             for i in range(0, rows, batch)]  # fmt: skip
     return np.concatenate(outs, axis=0)
+
+
+def infer_shapes(model: Any) -> Any:
+    """``model`` with the shapes ONNX Runtime's symbolic shape inference finds (it knows ONNX
+    Runtime's contrib operators), as far as it gets; ONNX's own inference where it fails."""
+    import contextlib
+    import io
+
+    from onnx import TensorProto, shape_inference
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    # SymbolicShapeInference.infer_shapes saves a partly inferred model into the current
+    # folder and raises; its loop is run here to keep what it did infer instead.
+    inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
+
+    def quantized_attention(node: Any) -> None:  # QAttention: Attention's shapes, float out
+        inference._infer_Attention(node)
+        inference.known_vi_[node.output[0]].type.tensor_type.elem_type = TensorProto.FLOAT
+
+    inference.dispatcher_.setdefault("QAttention", quantized_attention)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
+            inference._preprocess(model)
+            while inference.run_:
+                inference._infer_impl()
+            inference._update_output_from_vi()
+    except Exception:  # an operator it cannot handle
+        return shape_inference.infer_shapes(model, data_prop=True)
+    return inference.out_mp_

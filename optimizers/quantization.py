@@ -6,10 +6,10 @@ import contextlib
 import io
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -19,15 +19,19 @@ if TYPE_CHECKING:
 from optimizers.base import OnnxOptimizer, OptimizeContext, OptimizerConfig, TorchOptimizer
 from optimizers.onnx_utils import session
 from optimizers.registry import register
-from optimizers.tensors import feeds, n_rows, subset, take
+from optimizers.tensors import Features, feeds, n_rows, subset, take
 
 __all__ = [
     "DynamicInt8Quantization",
     "DynamicInt8QuantizationConfig",
     "Fp16Conversion",
     "Fp16ConversionConfig",
+    "MixedPrecisionInt8",
+    "MixedPrecisionInt8Config",
     "QuantizationAwareTraining",
     "QuantizationAwareTrainingConfig",
+    "SmoothQuantInt8",
+    "SmoothQuantInt8Config",
     "StaticInt8Quantization",
     "StaticInt8QuantizationConfig",
 ]
@@ -345,3 +349,179 @@ class QuantizationAwareTraining(TorchOptimizer[QuantizationAwareTrainingConfig])
                 parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
         model.eval()
         return model, {"layers": len(layers), "fine_tune": tuned}
+
+
+class SmoothQuantInt8Config(OptimizerConfig):
+    """Static int8 of the matrix products (MatMul and Gemm with a weight) only, for attention
+    models: every other operator (LayerNorm, Softmax, Add, the attention mask) stays fp32.
+
+    Activation outliers are migrated into the weights first (SmoothQuant): ``alpha`` 0 leaves
+    activations as they are, 1 moves all of their range into the weights; 0.5 is the
+    SmoothQuant paper's default. Each product gets its own Q/DQ pair, which ONNX Runtime's CPU
+    provider fuses into one integer kernel. Embedding tables become int8 with a scale per row,
+    dequantized after the lookup.
+    """
+
+    alpha: float = Field(default=0.5, ge=0, le=1, description="SmoothQuant migration strength")
+    per_channel: bool = Field(default=True, description="one weight scale per output channel")
+    activation_type: Literal["uint8", "int8"] = Field(
+        default="uint8", description="uint8: asymmetric activations; int8: symmetric"
+    )
+    quantize_embeddings: bool = Field(default=True, description="int8 embedding tables")
+    calibration_rows: int = Field(default=256, ge=8, description="rows of the calibration split")
+    batch_size: int = Field(
+        default=16, ge=1, description="calibration batch: bounds calibration's memory"
+    )
+    nodes_to_exclude: tuple[str, ...] = Field(default=(), description="node names kept in fp32")
+
+
+C_ = TypeVar("C_", bound=SmoothQuantInt8Config)
+
+
+class _MatMulInt8(OnnxOptimizer[C_]):
+    """Calibrate once, choose the products to quantize (``_choose``), write the QDQ model."""
+
+    def _apply(self, src: Path, dst: Path, ctx: OptimizeContext) -> dict[str, Any]:
+        import onnx
+
+        from optimizers import qdq
+
+        cfg: SmoothQuantInt8Config = self.config
+        sites = qdq.find_sites(onnx.load(str(src), load_external_data=False))
+        if not sites:
+            raise ValueError(
+                f"{src.name} has no MatMul or Gemm with a weight to quantize; {self.key} "
+                "quantizes the matrix products of a network"
+            )
+        names = {s.node for s in sites}
+        unknown = sorted(set(cfg.nodes_to_exclude) - names)
+        if unknown:
+            raise ValueError(
+                f"nodes_to_exclude names nodes that are not matrix products of {src.name}: "
+                f"{unknown}; its products are e.g. {sorted(names)[:5]}"
+            )
+        rows = 0 if ctx.calibration is None else n_rows(ctx.calibration[0])
+        if ctx.calibration is None or rows < cfg.batch_size:
+            raise ValueError(
+                f"{self.key} needs at least batch_size={cfg.batch_size} calibration rows; the "
+                f"calibration split has {rows} (raise split.calibration)"
+            )
+        x = subset(ctx.calibration[0], slice(0, cfg.calibration_rows))
+        calibration = qdq.calibrate(src, sites, x, cfg.batch_size, ctx.threads)
+        candidates = [s for s in sites if s.node not in cfg.nodes_to_exclude]
+
+        def write(chosen: list[qdq.Site], path: Path) -> dict[str, Any]:
+            return qdq.quantize_sites(
+                src, path, chosen, calibration, alpha=cfg.alpha, per_channel=cfg.per_channel,
+                symmetric_activations=cfg.activation_type == "int8",
+                embeddings=cfg.quantize_embeddings,
+            )  # fmt: skip
+
+        chosen, choice = self._choose(src, candidates, x, write, ctx)
+        details = write(chosen, dst)
+        return {
+            **details,
+            **choice,
+            "kept_fp32": sorted(names - {s.node for s in chosen}),
+            "calibration": {
+                "rows": calibration.rows,
+                "batch_activation_mb": round(calibration.batch_bytes / 1e6, 1),
+                "peak_rss_mb": round(calibration.peak_rss_mb, 1),
+            },
+        }
+
+    def _choose(
+        self,
+        src: Path,
+        sites: list[Any],
+        x: Features,
+        write: Callable[[list[Any], Path], dict[str, Any]],
+        ctx: OptimizeContext,
+    ) -> tuple[list[Any], dict[str, Any]]:
+        return sites, {}
+
+
+@register
+class SmoothQuantInt8(_MatMulInt8[SmoothQuantInt8Config]):
+    """SmoothQuant-style static int8 of every matrix product; everything else fp32."""
+
+    key: ClassVar[str] = "quantization.smoothquant_int8"
+    config_class: ClassVar[type[OptimizerConfig]] = SmoothQuantInt8Config
+    description: ClassVar[str] = (
+        "static int8 of MatMul/Gemm only (QDQ that ONNX Runtime fuses), SmoothQuant migration"
+    )
+
+
+class MixedPrecisionInt8Config(SmoothQuantInt8Config):
+    """``quantization.smoothquant_int8`` that keeps the most sensitive products in fp32.
+
+    Each product's sensitivity is the fidelity lost with only it quantized: 1 minus the mean
+    cosine between the model's outputs and the fp32 outputs on ``sensitivity_rows``
+    calibration rows. Products are kept in fp32 one at a time, most sensitive per weight
+    first (a small sensitive projection costs less speed than a wide FFN layer), until the
+    whole model's cosine on those rows reaches ``min_cosine`` or ``max_fp32`` of them are kept
+    (the model is written either way; the details say which was reached).
+    """
+
+    min_cosine: float = Field(
+        default=0.998, gt=0, le=1, description="output cosine to reach on the calibration rows"
+    )
+    max_fp32: float = Field(
+        default=0.25, ge=0, lt=1, description="at most this share of the products kept fp32"
+    )
+    sensitivity_rows: int = Field(default=64, ge=8, description="calibration rows measured")
+
+
+@register
+class MixedPrecisionInt8(_MatMulInt8[MixedPrecisionInt8Config]):
+    """Accuracy-aware mixed precision: int8 products, the most sensitive kept fp32."""
+
+    key: ClassVar[str] = "quantization.mixed_int8"
+    config_class: ClassVar[type[OptimizerConfig]] = MixedPrecisionInt8Config
+    description: ClassVar[str] = (
+        "smoothquant_int8 keeping the products most sensitive to int8 in fp32, to a fidelity goal"
+    )
+
+    def _choose(
+        self,
+        src: Path,
+        sites: list[Any],
+        x: Features,
+        write: Callable[[list[Any], Path], dict[str, Any]],
+        ctx: OptimizeContext,
+    ) -> tuple[list[Any], dict[str, Any]]:
+        import numpy as np
+
+        from optimizers.onnx_utils import infer
+        from optimizers.qdq import weight_sizes
+
+        cfg: MixedPrecisionInt8Config = self.config
+        rows = subset(x, slice(0, cfg.sensitivity_rows))
+        reference = infer(session(src, ctx.threads), rows)
+        trial = ctx.workdir / f"{src.stem}-mixed-trial.onnx"
+
+        def cosine(chosen: list[Any]) -> float:
+            write(chosen, trial)
+            out = infer(session(trial, ctx.threads), rows)
+            a, b = out.reshape(len(out), -1), reference.reshape(len(reference), -1)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            cos = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
+            return float(cos.mean())
+
+        try:
+            loss = {s.node: 1 - cosine([s]) for s in sites}
+            size = weight_sizes(src)
+            ranked = sorted(sites, key=lambda s: loss[s.node] / size[s.weight], reverse=True)
+            limit = int(cfg.max_fp32 * len(sites))
+            kept = 0
+            reached = cosine(sites)
+            while reached < cfg.min_cosine and kept < limit:
+                kept += 1
+                reached = cosine(ranked[kept:])
+        finally:
+            trial.unlink(missing_ok=True)
+        return ranked[kept:], {
+            "sensitivity": {s.node: round(loss[s.node], 6) for s in ranked},
+            "cosine_on_calibration": round(reached, 6),
+            "goal_reached": reached >= cfg.min_cosine,
+        }

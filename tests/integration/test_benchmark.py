@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -18,6 +19,7 @@ from components.benchmark import BenchmarkError, benchmark, request, run_worker
 from components.compare import compare
 from components.hostlock import HostLock
 from components.layout import read_json
+from components.onnx_cost import graph_cost
 from components.spec import BenchmarkSettings, Target
 from optimizers.torch_utils import export_onnx
 
@@ -132,7 +134,9 @@ def test_a_narrow_median_interval_can_end_the_timed_runs_early(models: dict[str,
     assert raw["stop_reason"] == "median CI narrow enough" and raw["wall_seconds"] < 20
 
 
-def test_fused_nodes_make_macs_unknown_not_zero(models: dict[str, Path], tmp_path: Path) -> None:
+def test_fused_nodes_are_counted_like_the_nodes_they_replace(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
     from optimizers.base import OptimizeContext
     from optimizers.graph import GraphOptimization
 
@@ -140,12 +144,14 @@ def test_fused_nodes_make_macs_unknown_not_zero(models: dict[str, Path], tmp_pat
     GraphOptimization({"level": "extended"}).run(
         models["big"], fused, OptimizeContext(workdir=tmp_path, threads=1)
     )
+    assert {"FusedGemm"} <= {n.op_type for n in onnx.load(str(fused)).graph.node}
     record = benchmark(fused, None, tmp_path / "b.json", Target(threads=1), FAST)
     one = record["batches"]["1"]
-    assert one["macs"] is None and one["limit"] is None and one["uncounted_nodes"]
-    assert record["macs_per_example"] is None
+    plain = graph_cost(models["big"], 1)
+    assert plain.macs > 0 and one["uncounted_nodes"] == []
+    assert one["macs"] == record["macs_per_example"] == plain.macs and one["limit"] is not None
     result = slimgate("bench", str(fused), "--seconds", "0.05", "--threads", "1")
-    assert result.returncode == 0 and "MACs unknown" in result.stdout
+    assert result.returncode == 0 and f"{plain.macs / 1e6:.1f} M MACs" in result.stdout
 
 
 MEASURE = """

@@ -222,7 +222,7 @@ class PeerMissing(RuntimeError):
 
 def nncf_performance(enc: Encoder, out: Path) -> Path:
     """NNCF's ONNX post-training quantization with the transformer preset."""
-    import nncf
+    import nncf  # type: ignore[import-not-found]
     import onnx
 
     data = nncf.Dataset([{k: v[i : i + 1] for k, v in enc.calibration.items()} for i in range(128)])
@@ -253,10 +253,11 @@ ROWS: list[tuple[str, str, Callable[[Encoder, Path], Path]]] = [
 
 
 def fidelity(enc: Encoder, path: Path) -> tuple[float, float]:
+    from validation.stats import mean_cosine
+
     reference = infer(session(enc.fp32, 2), enc.test)
     out = infer(session(path, 2), enc.test)
-    cos = (out * reference).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)
-    return float((out.argmax(1) == reference.argmax(1)).mean()), float(cos.mean())
+    return float((out.argmax(1) == reference.argmax(1)).mean()), mean_cosine(out, reference)
 
 
 def main() -> int:

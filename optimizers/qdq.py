@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from optimizers.tensors import Features, feeds, n_rows, take
 
-__all__ = ["ChannelRanges", "Site", "calibrate", "find_sites", "quantize_sites", "weight_sizes"]
+__all__ = ["ChannelRanges", "Site", "calibrate", "find_sites", "quantize_sites"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Site:
     activation: str  # the tensor multiplied by the weight
     weight: str  # initializer name
     in_axis: int  # the weight's axis that meets the activation's last axis
+    weight_size: int  # elements of the weight
 
 
 @dataclass
@@ -64,7 +65,6 @@ class Calibration:
     rows: int
     batch_bytes: int  # the activations held at once (one batch)
     peak_rss_mb: float  # the process's peak resident memory after calibrating
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def find_sites(model: Any) -> list[Site]:
@@ -89,18 +89,12 @@ def find_sites(model: Any) -> list[Site]:
         ):
             continue
         in_axis = 1 if node.op_type == "Gemm" and attrs.get("transB", 0) else 0
-        sites.append(Site(node.name, node.op_type, node.input[0], node.input[1], in_axis))
+        size = int(np.prod(w.dims))
+        sites.append(Site(node.name, node.op_type, node.input[0], node.input[1], in_axis, size))
     names = [s.node for s in sites]
     if len(set(names)) != len(names) or "" in names:
         raise ValueError("the model's matrix products need unique, non-empty node names")
     return sites
-
-
-def weight_sizes(path: Path) -> dict[str, int]:
-    """Elements of every initializer of the model in ``path``."""
-    import onnx
-
-    return {t.name: int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer}
 
 
 def calibrate(
@@ -158,6 +152,8 @@ def quantize_sites(
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(src))
+    if not any(op.domain in ("", "ai.onnx") and op.version >= 13 for op in model.opset_import):
+        raise ValueError(f"{src.name}: per-axis QDQ needs opset 13 or newer")
     graph = model.graph
     weights = {t.name: t for t in graph.initializer}
     nodes = {n.name: n for n in graph.node}
@@ -213,8 +209,6 @@ def quantize_sites(
     graph.node.extend(ordered)
     del graph.initializer[:]
     graph.initializer.extend([*kept, *new_inits])
-    if not any(op.domain in ("", "ai.onnx") and op.version >= 13 for op in model.opset_import):
-        raise ValueError(f"{src.name}: per-axis QDQ needs opset 13 or newer")
     onnx.save(model, str(dst))
     return {"quantized": len(chosen), "smoothed_tensors": len(by_activation) if alpha > 0 else 0,
             "largest_activation_before_smoothing": round(smoothed_max, 3),

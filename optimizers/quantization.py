@@ -175,13 +175,7 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         cfg = self.config
-        rows = 0 if ctx.calibration is None else n_rows(ctx.calibration[0])
-        if ctx.calibration is None or rows < cfg.batch_size:
-            raise ValueError(
-                f"static quantization needs at least batch_size={cfg.batch_size} calibration "
-                f"rows; the calibration split has {rows} (raise split.calibration)"
-            )
-        x = subset(ctx.calibration[0], slice(0, cfg.calibration_rows))
+        x = _calibration_rows(ctx, cfg.batch_size, cfg.calibration_rows)
         n = n_rows(x) - n_rows(x) % cfg.batch_size  # equal batches: histograms need one shape
         model_inputs = session(src, ctx.threads).get_inputs()
         batches = [
@@ -230,6 +224,18 @@ class StaticInt8Quantization(OnnxOptimizer[StaticInt8QuantizationConfig]):
         after = Counter(node.op_type for node in onnx.load(str(dst)).graph.node)
         return {"calibration_rows": n, "qdq_pairs": after["DequantizeLinear"],
                 "op_types_after": dict(sorted(after.items()))}  # fmt: skip
+
+
+def _calibration_rows(ctx: OptimizeContext, batch_size: int, limit: int) -> Features:
+    """The first ``limit`` rows of the calibration split; an error when it has fewer than
+    one batch."""
+    rows = 0 if ctx.calibration is None else n_rows(ctx.calibration[0])
+    if ctx.calibration is None or rows < batch_size:
+        raise ValueError(
+            f"static quantization needs at least batch_size={batch_size} calibration rows; the "
+            f"calibration split has {rows} (raise split.calibration)"
+        )
+    return subset(ctx.calibration[0], slice(0, limit))
 
 
 class Fp16ConversionConfig(OptimizerConfig):
@@ -400,13 +406,7 @@ class _MatMulInt8(OnnxOptimizer[C_]):
                 f"nodes_to_exclude names nodes that are not matrix products of {src.name}: "
                 f"{unknown}; its products are e.g. {sorted(names)[:5]}"
             )
-        rows = 0 if ctx.calibration is None else n_rows(ctx.calibration[0])
-        if ctx.calibration is None or rows < cfg.batch_size:
-            raise ValueError(
-                f"{self.key} needs at least batch_size={cfg.batch_size} calibration rows; the "
-                f"calibration split has {rows} (raise split.calibration)"
-            )
-        x = subset(ctx.calibration[0], slice(0, cfg.calibration_rows))
+        x = _calibration_rows(ctx, cfg.batch_size, cfg.calibration_rows)
         calibration = qdq.calibrate(src, sites, x, cfg.batch_size, ctx.threads)
         candidates = [s for s in sites if s.node not in cfg.nodes_to_exclude]
 
@@ -490,10 +490,8 @@ class MixedPrecisionInt8(_MatMulInt8[MixedPrecisionInt8Config]):
         write: Callable[[list[Any], Path], dict[str, Any]],
         ctx: OptimizeContext,
     ) -> tuple[list[Any], dict[str, Any]]:
-        import numpy as np
-
         from optimizers.onnx_utils import infer
-        from optimizers.qdq import weight_sizes
+        from validation.stats import mean_cosine
 
         cfg: MixedPrecisionInt8Config = self.config
         rows = subset(x, slice(0, cfg.sensitivity_rows))
@@ -503,15 +501,11 @@ class MixedPrecisionInt8(_MatMulInt8[MixedPrecisionInt8Config]):
         def cosine(chosen: list[Any]) -> float:
             write(chosen, trial)
             out = infer(session(trial, ctx.threads), rows)
-            a, b = out.reshape(len(out), -1), reference.reshape(len(reference), -1)
-            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            cos = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
-            return float(cos.mean())
+            return mean_cosine(out.reshape(len(out), -1), reference.reshape(len(out), -1))
 
         try:
             loss = {s.node: 1 - cosine([s]) for s in sites}
-            size = weight_sizes(src)
-            ranked = sorted(sites, key=lambda s: loss[s.node] / size[s.weight], reverse=True)
+            ranked = sorted(sites, key=lambda s: loss[s.node] / s.weight_size, reverse=True)
             limit = int(cfg.max_fp32 * len(sites))
             kept = 0
             reached = cosine(sites)

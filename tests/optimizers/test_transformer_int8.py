@@ -144,9 +144,10 @@ def test_mixed_precision_keeps_the_most_sensitive_products_in_fp32(
         assert not nodes[name].input[0].endswith("_a_dq")
     quantized = [n for n in nodes.values() if n.input and n.input[0].endswith("_a_dq")]
     assert len(quantized) == 10 and not {n.name for n in quantized} & set(kept)
-    sizes = {n.name: np.prod(next(t.dims for t in onnx.load(str(encoder.onnx)).graph.initializer
-                                  if t.name == n.input[1]))
-             for n in onnx.load(str(encoder.onnx)).graph.node if n.name in details["sensitivity"]}  # fmt: skip
+    source = onnx.load(str(encoder.onnx)).graph
+    dims = {t.name: t.dims for t in source.initializer}
+    sizes = {n.name: np.prod(dims[n.input[1]]) for n in source.node
+             if n.name in details["sensitivity"]}  # fmt: skip
     per_weight = sorted(details["sensitivity"],
                         key=lambda k: details["sensitivity"][k] / sizes[k], reverse=True)  # fmt: skip
     assert sorted(kept) == sorted(per_weight[:3])

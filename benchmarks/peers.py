@@ -57,6 +57,8 @@ class Encoder:
     calibration: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
     split: Path  # the test rows as the benchmark reads a split
+    module: Any  # the PyTorch classifier fp32 was exported from (torch-level steps start there)
+    train: tuple[dict[str, np.ndarray], np.ndarray]
 
 
 def sentences() -> tuple[list[str], np.ndarray]:
@@ -160,17 +162,34 @@ def build_encoder(workdir: Path) -> Encoder:
         {"input_ids": ids[train:calibration], "attention_mask": mask[train:calibration]},
         {"input_ids": ids[calibration:], "attention_mask": mask[calibration:]},
         split,
+        model,
+        ({"input_ids": ids[:train], "attention_mask": mask[:train]}, y[:train]),
     )
 
 
 def slimgate(recipe: list[tuple[str, dict[str, Any]]]) -> Callable[[Encoder, Path], Path]:
+    """A recipe's steps in order: torch-level ones on a copy of the classifier, which is then
+    exported, and ONNX-level ones on the file."""
+
     def make(enc: Encoder, out: Path) -> Path:
-        ctx = OptimizeContext(workdir=out.parent, calibration=(enc.calibration, np.zeros(0)))
-        src = enc.fp32
+        import copy
+
+        from optimizers.base import TorchOptimizer
+        from optimizers.torch_utils import export_onnx
+
+        ctx = OptimizeContext(workdir=out.parent, train=enc.train,
+                              calibration=(enc.calibration, np.zeros(0)))  # fmt: skip
+        src, module = enc.fp32, None
         for i, (key, config) in enumerate(recipe):
+            step = build(key, config)
+            if isinstance(step, TorchOptimizer):
+                module, _ = step.run(module or copy.deepcopy(enc.module), ctx)
+                src = out.with_name(f"{out.stem}-{i}.onnx")
+                export_onnx(module, {k: v[:1] for k, v in enc.test.items()}, src)
+                continue
             dst = out.with_name(f"{out.stem}-{i}.onnx")
-            build(key, config).run(src, dst, ctx)  # type: ignore[attr-defined]
-            src = dst
+            step.run(src, dst, ctx)  # type: ignore[attr-defined]
+            src, module = dst, None
         return src
 
     return make
@@ -234,14 +253,18 @@ def nncf_performance(enc: Encoder, out: Path) -> Path:
 
 ROWS: list[tuple[str, str, Callable[[Encoder, Path], Path]]] = [
     ("slimgate", "smoothquant_int8 alpha 0.5", slimgate([("quantization.smoothquant_int8", {})])),
-    ("slimgate", "smoothquant_int8 alpha 0.7",
-     slimgate([("quantization.smoothquant_int8", {"alpha": 0.7})])),
-    ("slimgate", "mixed_int8 alpha 0.7", slimgate([("quantization.mixed_int8", {"alpha": 0.7})])),
+    ("slimgate", "smoothquant_int8 alpha 0.9",
+     slimgate([("quantization.smoothquant_int8", {"alpha": 0.9})])),
+    ("slimgate", "mixed_int8 alpha 0.9, min_cosine 0.999",
+     slimgate([("quantization.mixed_int8", {"alpha": 0.9, "min_cosine": 0.999})])),
     ("slimgate", "dynamic_int8 per-channel",
      slimgate([("quantization.dynamic_int8", {"per_channel": True})])),
     ("slimgate", "transformer_fusion + dynamic_int8 per-channel",
      slimgate([("graph.transformer_fusion", {}),
                ("quantization.dynamic_int8", {"per_channel": True})])),
+    ("slimgate", "pruning.layers keep 5 of 6 (distilled) + smoothquant_int8 alpha 0.9",
+     slimgate([("pruning.layers", {"keep": 5, "epochs": 8}),
+               ("quantization.smoothquant_int8", {"alpha": 0.9})])),
     ("ONNX Runtime", "quantize_dynamic defaults", ort_dynamic_defaults),
     ("ONNX Runtime", "quantize_static QDQ per-channel", ort_static_defaults),
     ("NNCF", "ONNX PTQ, transformer preset, performance",

@@ -224,31 +224,64 @@ def ort_static_defaults(enc: Encoder, out: Path) -> Path:
     return out
 
 
-def not_here(peer: str, how: str) -> Callable[[Encoder, Path], Path]:
-    def make(enc: Encoder, out: Path) -> Path:
-        raise PeerMissing(f"{peer} is not installed here ({how})")
-
-    return make
-
-
-def _importable(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 class PeerMissing(RuntimeError):
     pass
 
 
-def nncf_performance(enc: Encoder, out: Path) -> Path:
-    """NNCF's ONNX post-training quantization with the transformer preset."""
-    import nncf  # type: ignore[import-not-found]
-    import onnx
+# Each peer in an environment of its own, with the ONNX Runtime the benchmark measures with:
+# the pip calls that install it, in order (torch alone first: the lock's CPU wheel).
+ENVIRONMENTS = {
+    "nncf": [["nncf==3.4.0"]],
+    # it pins numpy 1, and imports prettytable and scipy without requiring them
+    "inc": [["onnx-neural-compressor==1.0", "numpy<2", "prettytable", "scipy"]],
+    "olive": [["torch==2.13.0"], ["olive-ai==0.13.0", "requests"]],  # requests: as for inc
+}
 
-    data = nncf.Dataset([{k: v[i : i + 1] for k, v in enc.calibration.items()} for i in range(128)])
-    quantized = nncf.quantize(onnx.load(str(enc.fp32)), data, model_type=nncf.ModelType.TRANSFORMER,
-                              preset=nncf.QuantizationPreset.PERFORMANCE)  # fmt: skip
-    onnx.save(quantized, str(out))
-    return out
+
+def environment(name: str) -> Path:
+    """The python of the peer's environment under ``.cache/peers``, created (from PyPI) on first
+    use; a peer that cannot be installed raises :class:`PeerMissing`."""
+    from importlib.metadata import version
+
+    ours = [f"onnxruntime=={version('onnxruntime')}", f"onnx=={version('onnx')}"]
+    calls = [*ENVIRONMENTS[name][:-1], [*ENVIRONMENTS[name][-1], *ours]]
+    requirements = [r for call in calls for r in call]
+    folder = CACHE / f"env-{name}"
+    python = folder / "bin" / "python"
+    stamp = folder / "installed.txt"
+    if stamp.is_file() and stamp.read_text() == "\n".join(requirements):
+        return python
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True,
+                       capture_output=True, text=True)  # fmt: skip
+        for call in calls:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *call], check=True,
+                           capture_output=True, text=True, timeout=1800)  # fmt: skip
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["?"]
+        raise PeerMissing(f"could not install {' '.join(requirements)}: {last[0][:100]}") from None
+    except subprocess.TimeoutExpired:
+        raise PeerMissing(f"installing {' '.join(requirements)} took over 30 min") from None
+    stamp.write_text("\n".join(requirements))
+    return python
+
+
+def peer(name: str, recipe: str) -> Callable[[Encoder, Path], Path]:
+    """A peer's model, built by ``peer_build.py RECIPE`` in the peer's environment."""
+
+    def make(enc: Encoder, out: Path) -> Path:
+        python = environment(name)
+        calibration = out.with_name("calibration.npz")
+        np.savez(calibration, **enc.calibration)  # type: ignore[arg-type]
+        done = subprocess.run([str(python), str(ROOT / "benchmarks" / "peer_build.py"), recipe,
+                               str(enc.fp32), str(calibration), str(out)],
+                              check=False, capture_output=True, text=True, timeout=3600)  # fmt: skip
+        if done.returncode != 0:
+            lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()] or ["?"]
+            raise RuntimeError(f"{recipe} exited {done.returncode}: {lines[-1][:120]}")
+        return out
+
+    return make
 
 
 ROWS: list[tuple[str, str, Callable[[Encoder, Path], Path]]] = [
@@ -267,11 +300,10 @@ ROWS: list[tuple[str, str, Callable[[Encoder, Path], Path]]] = [
                ("quantization.smoothquant_int8", {"alpha": 0.9})])),
     ("ONNX Runtime", "quantize_dynamic defaults", ort_dynamic_defaults),
     ("ONNX Runtime", "quantize_static QDQ per-channel", ort_static_defaults),
-    ("NNCF", "ONNX PTQ, transformer preset, performance",
-     nncf_performance if _importable("nncf") else not_here("nncf", "pip install nncf")),
-    ("Intel Neural Compressor", "ONNX dynamic",
-     not_here("onnx-neural-compressor", "needs its own venv: it pins numpy 1.26")),
-    ("Olive", "fusion + dynamic int8", not_here("olive-ai", "needs its own venv")),
+    ("NNCF", "ONNX PTQ, transformer model type, performance preset", peer("nncf", "nncf")),
+    ("Intel Neural Compressor", "ONNX dynamic, defaults", peer("inc", "inc-dynamic")),
+    ("Intel Neural Compressor", "ONNX static SmoothQuant alpha 0.5", peer("inc", "inc-smoothquant")),
+    ("Olive", "transformer optimization + dynamic int8", peer("olive", "olive")),
 ]  # fmt: skip
 
 
@@ -281,6 +313,60 @@ def fidelity(enc: Encoder, path: Path) -> tuple[float, float]:
     reference = infer(session(enc.fp32, 2), enc.test)
     out = infer(session(path, 2), enc.test)
     return float((out.argmax(1) == reference.argmax(1)).mean()), mean_cosine(out, reference)
+
+
+@dataclass
+class Row:
+    """One model of the table: measured, or a note saying why not."""
+
+    tool: str
+    model: str
+    speedup: float | None = None
+    interval: tuple[float | None, float | None] = (None, None)
+    agreement: float | None = None
+    cosine: float | None = None
+    mb: float | None = None
+    note: str = ""
+
+    @property
+    def meets_goals(self) -> bool:
+        return (self.cosine or 0) >= GOALS["min_cosine"] and (self.agreement or 0) >= GOALS[
+            "min_agreement"
+        ]
+
+    def cells(self) -> list[str]:
+        if self.speedup is None:
+            return [self.tool, self.model, "-", "-", "-", "-", "-", self.note]
+        low, high = self.interval
+        interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "[undecided]"
+        return [self.tool, self.model, f"{self.speedup:.2f}x {interval}", f"{self.agreement:.3f}",
+                f"{self.cosine:.4f}", f"{self.mb:.1f}", "yes" if self.meets_goals else "no",
+                self.note]  # fmt: skip
+
+
+def measure(
+    tool: str,
+    model: str,
+    make: Callable[[Encoder, Path], Path],
+    enc: Encoder,
+    out: Path,
+    *,
+    target: Target,
+    settings: BenchmarkSettings,
+) -> Row:
+    """Build one row's model and measure it against fp32; a peer that is missing or fails is
+    a row saying so."""
+    try:
+        path = make(enc, out)
+        agreement, cosine = fidelity(enc, path)
+        comparison = compare(path, enc.fp32, enc.split, 1, target=target, settings=settings)
+    except PeerMissing as exc:
+        return Row(tool, model, note=str(exc))
+    except Exception as exc:  # a peer that fails is a row
+        last = traceback.format_exception_only(exc)[-1].strip()
+        return Row(tool, model, note=f"failed: {last[:120]}")
+    return Row(tool, model, comparison["speedup"], tuple(comparison["interval"]), agreement,
+               cosine, path.stat().st_size / 1e6, comparison.get("disturbed") or "")  # fmt: skip
 
 
 def main() -> int:
@@ -297,49 +383,26 @@ def main() -> int:
                   f"{len(enc.test['input_ids'])} test rows, {SEQUENCE} tokens")  # fmt: skip
     table = Table(title="int8 of all-MiniLM-L6-v2 + 6-class head, batch 1, 2 threads, "
                   "speedup over ONNX Runtime fp32 (interleaved processes)", title_justify="left")  # fmt: skip
-    for col in (
-        "tool",
-        "model",
-        "speedup [95%]",
-        "agreement",
-        "cosine",
-        "MB",
-        "meets goals",
-        "note",
-    ):
+    for col in ("tool", "model", "speedup [95%]", "agreement", "cosine", "MB", "meets goals",
+                "note"):  # fmt: skip
         table.add_column(col, justify="right" if col in ("agreement", "cosine", "MB") else "left")
-    results = []
+    rows = []
     for i, (tool, name, make) in enumerate(ROWS):
-        out = workdir / f"peer-{i}.onnx"
-        try:
-            path = make(enc, out)
-            agreement, cosine = fidelity(enc, path)
-            comparison = compare(path, enc.fp32, enc.split, 1, target=target, settings=settings)
-        except PeerMissing as exc:
-            table.add_row(tool, name, "-", "-", "-", "-", "-", str(exc))
-            continue
-        except Exception as exc:  # a peer that fails is a row
-            last = traceback.format_exception_only(exc)[-1].strip()
-            table.add_row(tool, name, "-", "-", "-", "-", "-", f"failed: {last[:80]}")
-            continue
-        low, high = comparison["interval"]
-        ok = cosine >= GOALS["min_cosine"] and agreement >= GOALS["min_agreement"]
-        results.append((tool, name, comparison["speedup"], low, ok))
-        interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "[undecided]"
-        table.add_row(tool, name, f"{comparison['speedup']:.2f}x {interval}", f"{agreement:.3f}",
-                      f"{cosine:.4f}", f"{path.stat().st_size / 1e6:.1f}", "yes" if ok else "no",
-                      comparison.get("disturbed") or "")  # fmt: skip
-        console.print(f"  measured {tool}: {name}")
+        row = measure(tool, name, make, enc, workdir / f"peer-{i}.onnx", target=target,
+                      settings=settings)  # fmt: skip
+        rows.append(row)
+        table.add_row(*row.cells())
+        console.print(f"  {tool}: {name}: {row.speedup or row.note}")
     console.print(table)
-    ours = [r for r in results if r[0] == "slimgate" and r[4]]
-    theirs = [r for r in results if r[0] != "slimgate" and r[4]]
+    ours = [r for r in rows if r.tool == "slimgate" and r.meets_goals]
+    theirs = [r for r in rows if r.tool != "slimgate" and r.meets_goals]
     if ours:
-        best = max(ours, key=lambda r: r[3] or 0)
-        above = [r for r in theirs if (best[3] or 0) > r[2]]
+        best = max(ours, key=lambda r: r.interval[0] or 0)
+        above = [r for r in theirs if (best.interval[0] or 0) > (r.speedup or 0)]
         console.print(
             f"at cosine >= {GOALS['min_cosine']} and agreement >= {GOALS['min_agreement']}: "
-            f"slimgate's best lower bound {best[3]:.2f}x ({best[1]}) is above the point estimate of "
-            f"{len(above)} of {len(theirs)} peers meeting the same goals"
+            f"slimgate's best lower bound {best.interval[0] or 0:.2f}x ({best.model}) is above "
+            f"the point estimate of {len(above)} of {len(theirs)} peers meeting the same goals"
         )
     else:
         console.print("no slimgate model met the goals in this run")

@@ -40,7 +40,7 @@ from rich.table import Table
 from components.compare import compare
 from components.spec import BenchmarkSettings, Target
 from optimizers.base import OptimizeContext
-from optimizers.onnx_utils import infer, session
+from optimizers.onnx_utils import infer, model_bytes, session
 from optimizers.registry import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -366,7 +366,7 @@ def measure(
         last = traceback.format_exception_only(exc)[-1].strip()
         return Row(tool, model, note=f"failed: {last[:120]}")
     return Row(tool, model, comparison["speedup"], tuple(comparison["interval"]), agreement,
-               cosine, path.stat().st_size / 1e6, comparison.get("disturbed") or "")  # fmt: skip
+               cosine, model_bytes(path) / 1e6, comparison.get("disturbed") or "")  # fmt: skip
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ from components.onnx_utils import check_model
 from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, OnnxModel, Spec
 from components.stores import sha256_file
 from components.tuning import build_untrained, tune_training
+from optimizers.onnx_utils import external_files, model_bytes
 from optimizers.tensors import Features, take
 from optimizers.torch_utils import export_onnx, train_classifier
 
@@ -131,9 +132,28 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
         src = spec.resolve(source.onnx)
         if not src.is_file():
             raise ModelError(f"model.onnx: file not found: {src}")
-        shutil.copyfile(src, out.model)
+        if external_files(src):
+            _one_file(src, out.model)
+        else:
+            shutil.copyfile(src, out.model)
     write_json(out.train_record, record)
     return files
+
+
+def _one_file(src: Path, dest: Path) -> None:
+    """A model that keeps its weights in external data files, saved as one file: every later
+    step (and the registry) handles one file per model. Models over protobuf's 2 GB are refused."""
+    import onnx
+
+    missing = [str(f) for f in external_files(src) if not f.is_file()]
+    if missing:
+        raise ModelError(f"model.onnx: {src} keeps weights in {', '.join(missing)}, not found "
+                         "(external data files must lie where the model names them)")  # fmt: skip
+    size = model_bytes(src)
+    if size >= 2**31:
+        raise ModelError(f"model.onnx: {src} with its external data is {size / 1e9:.2f} GB; slimgate "
+                         "handles models under 2 GB (one protobuf file)")  # fmt: skip
+    onnx.save(onnx.load(str(src)), str(dest))
 
 
 def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:

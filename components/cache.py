@@ -252,6 +252,12 @@ def baseline_inputs(spec: Spec, fingerprint: str) -> dict[str, Any]:
     if isinstance(source, OnnxModel):
         path = spec.resolve(source.onnx)
         inputs["source_sha256"] = sha256_file(path) if path.is_file() else None
+        if path.is_file():
+            from optimizers.onnx_utils import external_files
+
+            if external := external_files(path):
+                inputs["external_sha256"] = {f.name: sha256_file(f) if f.is_file() else None
+                                             for f in external}  # fmt: skip
         return inputs
     if isinstance(source, HuggingFaceModel):
         folder = spec.resolve(source.huggingface)

@@ -51,9 +51,12 @@ def _model(model: str, found: Found) -> None:
             raise InputError(f"MODEL {model}: no such ONNX file")
         import onnx
 
+        from optimizers.onnx_utils import model_bytes
+
         graph = onnx.load(str(path), load_external_data=False).graph
         inputs = [i.name for i in graph.input]
-        found.model, found.kind, found.size_bytes = {"onnx": str(path)}, "onnx", path.stat().st_size
+        found.model, found.kind = {"onnx": str(path)}, "onnx"
+        found.size_bytes = model_bytes(path)
         found.notes.append(f"model: an ONNX file, {found.size_bytes / MB:.2f} MB, inputs {inputs}; "
                            "only ONNX-level optimizers apply to it")  # fmt: skip
     elif path.is_dir():

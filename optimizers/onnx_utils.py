@@ -11,7 +11,26 @@ import numpy as np
 from components.errors import ModelError, first_line
 from optimizers.tensors import Inputs, feeds, n_rows, take
 
-__all__ = ["infer", "onnx_stats", "session"]
+__all__ = ["external_files", "infer", "model_bytes", "onnx_stats", "session"]
+
+
+def external_files(path: Path) -> list[Path]:
+    """The files next to an ONNX model that hold its external tensors (models over 2 GB, and
+    what some tools save by default), as the model names them; none for a single-file model."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
+    tensors = [*graph.initializer, *constants]
+    locations = {e.value for t in tensors if uses_external_data(t) for e in t.external_data
+                 if e.key == "location"}  # fmt: skip
+    return [path.parent / location for location in sorted(locations)]
+
+
+def model_bytes(path: Path) -> int:
+    """An ONNX model's size on disk: its file and its external data files."""
+    return path.stat().st_size + sum(f.stat().st_size for f in external_files(path) if f.is_file())
 
 
 def onnx_stats(path: Path) -> dict[str, float]:
@@ -21,7 +40,7 @@ def onnx_stats(path: Path) -> dict[str, float]:
     model = onnx.load(str(path))
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     return {
-        "bytes": float(path.stat().st_size),
+        "bytes": float(model_bytes(path)),
         "parameters": float(params),
         "nodes": float(len(model.graph.node)),
     }

@@ -93,6 +93,30 @@ def test_an_onnx_model_with_the_wrong_classes_is_refused(
         baseline(spec, tmp_path / "run")
 
 
+def test_an_onnx_model_with_external_data_becomes_one_file(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    import onnx
+
+    from optimizers.onnx_utils import external_files, model_bytes
+
+    export_onnx(torch.nn.Linear(64, 10), 64, tmp_path / "plain.onnx")
+    onnx.save(onnx.load(str(tmp_path / "plain.onnx")), str(tmp_path / "split.onnx"),
+              save_as_external_data=True, location="split.onnx.data", size_threshold=0)  # fmt: skip
+    data = tmp_path / "split.onnx.data"
+    assert external_files(tmp_path / "split.onnx") == [data]
+    assert model_bytes(tmp_path / "split.onnx") > data.stat().st_size > 64 * 10 * 4
+    spec = prepared(tmp_path, demo_spec, write_spec, model={"onnx": "split.onnx"})
+    metrics = baseline(spec, tmp_path / "run")
+    run = RunLayout(tmp_path / "run")
+    assert external_files(run.baseline.model) == []
+    assert metrics["parameters"] == 64 * 10 + 10
+
+    data.unlink()
+    with pytest.raises(ModelError, match=r"keeps weights in .*split\.onnx\.data, not found"):
+        baseline(spec, tmp_path / "run")  # the cache key holds the data file: not reused
+
+
 def test_the_digits_cnn_refuses_other_data(
     tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
 ) -> None:

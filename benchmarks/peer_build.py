@@ -66,9 +66,13 @@ def inc_smoothquant(fp32: Path, calibration: Path, out: Path) -> None:
         def rewind(self) -> None:
             self._it = iter(batches)
 
-    settings = config.StaticQuantConfig(
-        Reader(), extra_options={"SmoothQuant": True, "SmoothQuantAlpha": 0.5}
-    )
+    # INC 1.0 reads alpha and folding from a SmoothQuantConfig only (with a StaticQuantConfig
+    # its SmoothQuantAlpha and SmoothQuantFolding options are ignored), and folding the scales
+    # into their producers fails on this encoder (a per-channel scale written into the GELU's
+    # scalar Mul: "Number of values (1536) does not match tensor dimensions requiring 1
+    # elements"); unfolded, the scales are Mul nodes of their own.
+    settings = config.SmoothQuantConfig(alpha=0.5, folding=False, calibration_data_reader=Reader(),
+                                        extra_options={"SmoothQuant": True})  # fmt: skip
     quantize(str(fp32), str(out), settings)
 
 

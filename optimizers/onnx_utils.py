@@ -14,33 +14,67 @@ from optimizers.tensors import Inputs, feeds, n_rows, take
 __all__ = ["external_files", "infer", "model_bytes", "onnx_stats", "session"]
 
 
-def external_files(path: Path) -> list[Path]:
+def external_files(path: Path, model: Any = None) -> list[Path]:
     """The files next to an ONNX model that hold its external tensors (models over 2 GB, and
-    what some tools save by default), as the model names them; none for a single-file model."""
+    what some tools save by default), in the order the model names them; none for a single-file
+    model. ``model``: the model already loaded (without its data), else read from ``path``. A
+    location outside the model's folder is refused, as ONNX itself refuses to read it."""
     import onnx
     from onnx.external_data_helper import uses_external_data
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    constants = [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
-    tensors = [*graph.initializer, *constants]
-    locations = {e.value for t in tensors if uses_external_data(t) for e in t.external_data
-                 if e.key == "location"}  # fmt: skip
-    return [path.parent / location for location in sorted(locations)]
+    if model is None:
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:
+            raise ModelError(f"{path}: not an ONNX model (its bytes do not parse as an ONNX "
+                             "protobuf)") from None  # fmt: skip
+    folder = path.parent.resolve()
+    found: dict[str, Path] = {}
+    for tensor in _tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        file = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not file.is_relative_to(folder):
+            raise ModelError(f"{path}: tensor {tensor.name!r} has its data at {location!r}; "
+                             f"expected a relative path inside {folder}")  # fmt: skip
+        found.setdefault(location, path.parent / location)
+    return list(found.values())
 
 
-def model_bytes(path: Path) -> int:
+def _tensors(model: Any) -> list[Any]:
+    """Every tensor stored in a model: initializers and constant attributes, in subgraphs and
+    functions too (where ONNX looks for external data)."""
+
+    def graph_tensors(graph: Any) -> list[Any]:
+        return [*graph.initializer, *(t for n in graph.node for t in node_tensors(n))]
+
+    def node_tensors(node: Any) -> list[Any]:
+        out = []
+        for a in node.attribute:
+            out += ([a.t] if a.HasField("t") else []) + list(a.tensors)
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                out += graph_tensors(g)
+        return out
+
+    return [*graph_tensors(model.graph),
+            *(t for f in model.functions for n in f.node for t in node_tensors(n))]  # fmt: skip
+
+
+def model_bytes(path: Path, model: Any = None) -> int:
     """An ONNX model's size on disk: its file and its external data files."""
-    return path.stat().st_size + sum(f.stat().st_size for f in external_files(path) if f.is_file())
+    files = external_files(path, model)
+    return path.stat().st_size + sum(f.stat().st_size for f in files if f.is_file())
 
 
 def onnx_stats(path: Path) -> dict[str, float]:
     """File size, number of stored parameters (initializer elements) and graph nodes."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     return {
-        "bytes": float(model_bytes(path)),
+        "bytes": float(model_bytes(path, model)),
         "parameters": float(params),
         "nodes": float(len(model.graph.node)),
     }

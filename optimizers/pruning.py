@@ -289,11 +289,12 @@ class LayerDropping(TorchOptimizer[LayerDroppingConfig]):
             kept = np.rint(np.linspace(0, n - 1, cfg.keep)).astype(int).tolist()
         else:
             kept = sorted(cfg.keep_indices or ())
-            if kept[-1] >= n or len(kept) == n:
-                raise ValueError(
-                    f"keep_indices is {kept}, but the model's stack {name} has {n} blocks "
-                    f"(0 to {n - 1}): keep some of them, not all"
-                )
+            if kept[-1] >= n:
+                raise ValueError(f"keep_indices is {kept}, but the model's stack {name} has {n} "
+                                 f"blocks: indices 0 to {n - 1}")  # fmt: skip
+            if len(kept) == n:
+                raise ValueError(f"keep_indices is {kept}, every block of the model's stack "
+                                 f"{name}: keep at most {n - 1} of them")  # fmt: skip
         x, y = ctx.train
         names = list(as_inputs(x))
         xs = to_torch(x)

@@ -112,9 +112,36 @@ def test_an_onnx_model_with_external_data_becomes_one_file(
     assert external_files(run.baseline.model) == []
     assert metrics["parameters"] == 64 * 10 + 10
 
+    before = run.baseline.model.read_bytes()
+    data.write_bytes(data.read_bytes()[:-4] + bytes(4))  # the last bias changed
+    baseline(spec, tmp_path / "run")  # the cache key holds the data file: not reused
+    assert run.baseline.model.read_bytes() != before
+
     data.unlink()
-    with pytest.raises(ModelError, match=r"keeps weights in .*split\.onnx\.data, not found"):
-        baseline(spec, tmp_path / "run")  # the cache key holds the data file: not reused
+    with pytest.raises(ModelError, match=r"keeps weights in split\.onnx\.data, not found in "):
+        baseline(spec, tmp_path / "run")
+
+
+def test_external_data_outside_the_model_folder_is_refused(
+    tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
+) -> None:
+    import onnx
+
+    export_onnx(torch.nn.Linear(64, 10), 64, tmp_path / "plain.onnx")
+    (tmp_path / "models").mkdir()
+    onnx.save(onnx.load(str(tmp_path / "plain.onnx")), str(tmp_path / "models" / "m.onnx"),
+              save_as_external_data=True, location="m.data", size_threshold=0)  # fmt: skip
+    (tmp_path / "models" / "m.data").rename(tmp_path / "m.data")
+    model = onnx.load(str(tmp_path / "models" / "m.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../m.data"
+    onnx.save(model, str(tmp_path / "models" / "m.onnx"))
+    spec = prepared(tmp_path, demo_spec, write_spec, model={"onnx": "models/m.onnx"})
+    with pytest.raises(ModelError, match=r"m\.onnx: tensor '.*' has its data at '\.\./m\.data'; "
+                                         r"expected a relative path inside .*models"):  # fmt: skip
+        baseline(spec, tmp_path / "run")
 
 
 def test_the_digits_cnn_refuses_other_data(

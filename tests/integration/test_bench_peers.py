@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def peers() -> Any:
+def peers() -> Iterator[Any]:
     spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["peers"] = module  # dataclasses resolve their module's names
-    spec.loader.exec_module(module)
-    return module
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "peers", module)  # dataclasses resolve their module's names
+        spec.loader.exec_module(module)
+        yield module
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +76,12 @@ def test_a_peer_that_cannot_be_installed_is_a_row(
     peers: Any, encoder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(peers, "CACHE", tmp_path)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # no package index, no name on PyPI to squat
     monkeypatch.setitem(peers.ENVIRONMENTS, "ghost", [["slimgate-no-such-peer==0.0.1"]])
     row = _measure(peers, encoder, peers.peer("ghost", "nncf"), tmp_path / "ghost.onnx")
     assert row.speedup is None and not row.meets_goals
     assert row.note.startswith("could not install slimgate-no-such-peer==0.0.1")
+    assert "ERROR: Could not find a version that satisfies the requirement" in row.note
     assert row.cells()[2:7] == ["-"] * 5
 
 

@@ -104,8 +104,11 @@ def test_refuses_what_it_cannot_cut(deep: Any, tmp_path: Path) -> None:
     ctx = OptimizeContext(tmp_path, train=(x[:400], y[:400]))
     with pytest.raises(ValueError, match=r"keep is 6, but the model's stack .* has 6 blocks"):
         _drop(model, ctx, keep=6)
-    with pytest.raises(ValueError, match=r"keep_indices is \[2, 6\].* \(0 to 5\)"):
+    with pytest.raises(ValueError, match=r"keep_indices is \[2, 6\].* 6 blocks: indices 0 to 5"):
         _drop(model, ctx, keep_indices=[2, 6])
+    with pytest.raises(ValueError, match=r"keep_indices is \[0, 1, 2, 3, 4, 5\], every block .* "
+                                         r"keep at most 5"):  # fmt: skip
+        _drop(model, ctx, keep_indices=list(range(6)))
     with pytest.raises(ValueError, match="needs the training split"):
         _drop(model, OptimizeContext(tmp_path), keep=2)
     mlp = make_contract_model(tmp_path)

@@ -19,7 +19,6 @@ not installed here, or fails, is a row saying so, not a crash.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import logging
 import pkgutil

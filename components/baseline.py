@@ -19,7 +19,7 @@ from components.onnx_utils import check_model
 from components.spec import BuiltinModel, FactoryModel, HuggingFaceModel, OnnxModel, Spec
 from components.stores import sha256_file
 from components.tuning import build_untrained, tune_training
-from optimizers.onnx_utils import external_files, model_bytes
+from optimizers.onnx_utils import external_files
 from optimizers.tensors import Features, take
 from optimizers.torch_utils import export_onnx, train_classifier
 
@@ -132,28 +132,27 @@ def _make(spec: Spec, run: RunLayout, info: dict[str, Any]) -> list[str]:
         src = spec.resolve(source.onnx)
         if not src.is_file():
             raise ModelError(f"model.onnx: file not found: {src}")
-        if external_files(src):
-            _one_file(src, out.model)
+        if data_files := external_files(src):
+            _one_file(src, data_files, out.model)
         else:
             shutil.copyfile(src, out.model)
     write_json(out.train_record, record)
     return files
 
 
-def _one_file(src: Path, dest: Path) -> None:
-    """A model that keeps its weights in external data files, saved as one file: every later
-    step (and the registry) handles one file per model. Models of 2 GiB or more (protobuf's
-    limit for one file) are refused."""
+def _one_file(src: Path, files: list[Path], dest: Path) -> None:
+    """A model that keeps its weights in the external data ``files``, saved as one file: every
+    later step (and the registry) handles one file per model. Models of 2 GiB or more
+    (protobuf's limit for one file) are refused."""
     import onnx
 
-    files = external_files(src)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ModelError(f"model.onnx: {src} keeps weights in {', '.join(missing[:3])}{more}, not "
                          f"found in {src.parent} (external data files must lie where the model "
                          "names them)")  # fmt: skip
-    size = model_bytes(src)
+    size = src.stat().st_size + sum(f.stat().st_size for f in files)
     if size >= 2**31:
         raise ModelError(f"model.onnx: {src} with its external data is {size / 2**30:.2f} GiB; "
                          "slimgate handles models under 2 GiB (one protobuf file)")  # fmt: skip

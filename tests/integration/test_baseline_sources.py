@@ -93,16 +93,21 @@ def test_an_onnx_model_with_the_wrong_classes_is_refused(
         baseline(spec, tmp_path / "run")
 
 
+def _with_external_data(path: Path, location: str) -> None:
+    """A linear classifier of the digits saved at ``path`` with its weights in ``location``."""
+    import onnx
+
+    export_onnx(torch.nn.Linear(64, 10), 64, path)
+    onnx.save(onnx.load(str(path)), str(path), save_as_external_data=True, location=location,
+              size_threshold=0)  # fmt: skip
+
+
 def test_an_onnx_model_with_external_data_becomes_one_file(
     tmp_path: Path, demo_spec: dict[str, Any], write_spec: Any
 ) -> None:
-    import onnx
-
     from optimizers.onnx_utils import external_files, model_bytes
 
-    export_onnx(torch.nn.Linear(64, 10), 64, tmp_path / "plain.onnx")
-    onnx.save(onnx.load(str(tmp_path / "plain.onnx")), str(tmp_path / "split.onnx"),
-              save_as_external_data=True, location="split.onnx.data", size_threshold=0)  # fmt: skip
+    _with_external_data(tmp_path / "split.onnx", "split.onnx.data")
     data = tmp_path / "split.onnx.data"
     assert external_files(tmp_path / "split.onnx") == [data]
     assert model_bytes(tmp_path / "split.onnx") > data.stat().st_size > 64 * 10 * 4
@@ -127,10 +132,8 @@ def test_external_data_outside_the_model_folder_is_refused(
 ) -> None:
     import onnx
 
-    export_onnx(torch.nn.Linear(64, 10), 64, tmp_path / "plain.onnx")
     (tmp_path / "models").mkdir()
-    onnx.save(onnx.load(str(tmp_path / "plain.onnx")), str(tmp_path / "models" / "m.onnx"),
-              save_as_external_data=True, location="m.data", size_threshold=0)  # fmt: skip
+    _with_external_data(tmp_path / "models" / "m.onnx", "m.data")
     (tmp_path / "models" / "m.data").rename(tmp_path / "m.data")
     model = onnx.load(str(tmp_path / "models" / "m.onnx"), load_external_data=False)
     for tensor in model.graph.initializer:
